@@ -1,0 +1,82 @@
+"""Pictures people look at: a cine GIF, a montage of frames with an x–t profile, loss curves."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _display_scale(image: np.ndarray) -> np.ndarray:
+    mag = np.abs(image)
+    hi = float(np.percentile(mag, 99.5)) or float(mag.max()) or 1.0
+    return np.clip(mag / hi, 0.0, 1.0)
+
+
+def write_gif(path: str | os.PathLike[str], image: np.ndarray, frame_times=None) -> None:
+    """Loop the magnitude series as an 8-bit GIF, at the series' own frame rate (40–500 ms)."""
+    import imageio.v3 as iio
+
+    frames = (_display_scale(image) * 255).round().astype(np.uint8)
+    dt = 0.08
+    if frame_times is not None and len(frame_times) > 1:
+        dt = float(np.median(np.diff(np.asarray(frame_times, float))))
+    ms = int(np.clip(dt * 1000.0, 40, 500))
+    iio.imwrite(path, frames, extension=".gif", duration=ms, loop=0)
+
+
+def write_montage(
+    path: str | os.PathLike[str], image: np.ndarray, frame_times=None, title: str = ""
+) -> None:
+    """Grid of up to 12 frames and the x–t profile through the centre row, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mag = _display_scale(image)
+    t = mag.shape[0]
+    show = np.unique(np.linspace(0, t - 1, min(t, 12)).round().astype(int))
+    cols = min(len(show), 6)
+    rows = int(np.ceil(len(show) / cols)) + 1
+    fig = plt.figure(figsize=(2.2 * cols, 2.2 * rows), dpi=100)
+    for i, f in enumerate(show):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(mag[f], cmap="gray", vmin=0, vmax=1)
+        label = f"frame {f}"
+        if frame_times is not None:
+            label += f" · {float(frame_times[f]):.2f} s"
+        ax.set_title(label, fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(rows, 1, rows)
+    row = mag.shape[1] // 2
+    ax.imshow(mag[:, row, :].T, cmap="gray", vmin=0, vmax=1, aspect="auto")
+    ax.set_xlabel("frame")
+    ax.set_ylabel(f"x (row {row})")
+    ax.set_title("x–t profile through the centre row", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def write_loss(path: str | os.PathLike[str], history: dict[str, np.ndarray]) -> None:
+    """Plot every 1-D history curve against its step, log scale, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for name, values in history.items():
+        v = np.asarray(values, float)
+        if v.ndim == 1 and len(v) > 1 and name != "step":
+            steps = np.asarray(history.get("step", np.arange(len(v))))
+            ax.semilogy(steps[: len(v)], np.abs(v) + 1e-30, label=name)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

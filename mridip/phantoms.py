@@ -1,0 +1,207 @@
+"""Dynamic numerical phantoms with a known truth, and simulated coil sensitivities.
+
+Images are ``(T, Ny, Nx)`` complex64 with magnitudes in ``[0, 1]``; coordinates are normalised
+to ``[-1, 1]`` across each axis, ``y`` down (axis -2) and ``x`` across (axis -1). Shapes have soft
+edges (a logistic profile about one voxel wide), so that they are close to band limited.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Phantom:
+    """A simulated series with its truth.
+
+    Attributes
+    ----------
+    image
+        ``(T, Ny, Nx)`` complex64 series (magnitude × background phase).
+    frame_times
+        ``(T,)`` seconds.
+    kind
+        ``"cine"`` or ``"perfusion"``.
+    """
+
+    image: torch.Tensor
+    frame_times: torch.Tensor
+    kind: str
+
+
+def _grid(matrix: tuple[int, int], dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    ny, nx = matrix
+    y = (torch.arange(ny, dtype=dtype) - ny / 2 + 0.5) / (ny / 2)
+    x = (torch.arange(nx, dtype=dtype) - nx / 2 + 0.5) / (nx / 2)
+    return torch.meshgrid(y, x, indexing="ij")
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx, edge, angle=0.0):
+    """Soft ellipse mask; centre and radii may be ``(T, 1, 1)`` tensors (frames batched)."""
+    c, s = math.cos(angle), math.sin(angle)
+    dy, dx = yy - cy, xx - cx
+    u = (c * dx + s * dy) / rx
+    v = (-s * dx + c * dy) / ry
+    r = torch.sqrt(u * u + v * v)
+    # logistic edge; ``edge`` is the width in normalised units (about one voxel)
+    scale = torch.as_tensor(edge) / torch.minimum(torch.as_tensor(rx), torch.as_tensor(ry))
+    return torch.sigmoid((1.0 - r) / scale)
+
+
+def _as_t(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(-1, 1, 1)
+
+
+def background_phase(matrix: tuple[int, int], strength: float = 1.0, seed: int = 0) -> torch.Tensor:
+    """Smooth background phase ``(Ny, Nx)`` in radians: a random low-order polynomial."""
+    g = torch.Generator().manual_seed(seed + 1000)
+    yy, xx = _grid(matrix)
+    a = (torch.rand(6, generator=g, dtype=torch.float64) - 0.5) * 2 * strength
+    return a[0] + a[1] * xx + a[2] * yy + a[3] * xx * yy + a[4] * xx**2 + a[5] * yy**2
+
+
+def _body(yy, xx, edge):
+    body = 0.55 * _ellipse(yy, xx, 0.05, 0.0, 0.78, 0.9, edge)
+    lungs = _ellipse(yy, xx, -0.05, -0.42, 0.45, 0.28, edge) + _ellipse(
+        yy, xx, -0.05, 0.45, 0.45, 0.26, edge
+    )
+    spine = _ellipse(yy, xx, 0.62, 0.0, 0.1, 0.1, edge)
+    liver = _ellipse(yy, xx, 0.55, -0.45, 0.22, 0.35, edge)
+    img = body * (1 - 0.9 * lungs.clamp(max=1)) + 0.25 * spine - 0.1 * liver
+    # a few small static vessels: fine detail that sparsity priors must keep
+    for cy, cx, r in ((-0.35, -0.15, 0.035), (0.3, 0.55, 0.03), (0.35, -0.6, 0.025)):
+        img = img + 0.4 * _ellipse(yy, xx, cy, cx, r, r, edge)
+    return img
+
+
+def cine_phantom(
+    matrix: tuple[int, int] = (64, 64),
+    n_frames: int = 12,
+    rr_interval: float = 1.0,
+    phase_strength: float = 1.0,
+    seed: int = 0,
+) -> Phantom:
+    """A beating-heart cine over one cardiac cycle (periodic: frame ``T`` would equal frame 0).
+
+    The left-ventricular blood pool contracts in systole, the myocardium thickens as it does,
+    the right ventricle follows with a lag; the rest of the thorax is static.
+
+    Parameters
+    ----------
+    matrix
+        ``(Ny, Nx)``.
+    n_frames
+        Cardiac phases over one RR interval.
+    rr_interval
+        Length of the cycle in seconds (sets ``frame_times``).
+    phase_strength
+        Amplitude of the smooth background phase (0 for a real image).
+    seed
+        Seed of the background phase.
+    """
+    yy, xx = _grid(matrix)
+    edge = 1.2 / max(matrix)
+    t = torch.arange(n_frames, dtype=torch.float64)
+    phase = 2 * math.pi * t / n_frames
+    contraction = _as_t(0.5 - 0.5 * torch.cos(phase))  # 0 at end-diastole, 1 at end-systole
+    lv_r = 0.2 * (1 - 0.35 * contraction)
+    wall = 0.07 * (1 + 0.5 * contraction)
+    lv_cy, lv_cx = -0.05, 0.12
+    myo_outer = _ellipse(yy, xx, lv_cy, lv_cx, lv_r + wall, lv_r * 1.05 + wall, edge)
+    lv = _ellipse(yy, xx, lv_cy, lv_cx, lv_r, lv_r * 1.05, edge)
+    rv_c = _as_t(0.5 - 0.5 * torch.cos(phase - 0.4))
+    rv = _ellipse(yy, xx, -0.02, -0.2, 0.22 * (1 - 0.3 * rv_c), 0.12 * (1 - 0.3 * rv_c), edge, 0.3)
+    papillary = _ellipse(
+        yy, xx, lv_cy + 0.6 * lv_r, lv_cx - 0.3 * lv_r, 0.25 * lv_r, 0.25 * lv_r, edge
+    )
+    heart = myo_outer.clamp(max=1)
+    body = _body(yy, xx, edge)
+    mag = body * (1 - heart) * (1 - rv) + 0.35 * heart + 0.65 * lv + 0.9 * rv * (1 - heart)
+    mag = mag - 0.4 * papillary * lv
+    mag = mag.clamp(min=0)
+    mag = mag / mag.amax()
+    ph = background_phase(matrix, phase_strength, seed)
+    image = (mag * torch.exp(1j * ph)).to(torch.complex64)
+    return Phantom(image, (t * rr_interval / n_frames).to(torch.float64), "cine")
+
+
+def _gamma_variate(t: torch.Tensor, arrival: float, peak: float, alpha: float = 3.0) -> torch.Tensor:
+    """Normalised gamma-variate uptake curve (peak value 1 at ``arrival + peak``)."""
+    s = ((t - arrival) / peak).clamp(min=0)
+    return (s**alpha * torch.exp(alpha * (1 - s))).clamp(min=0)
+
+
+def perfusion_phantom(
+    matrix: tuple[int, int] = (64, 64),
+    n_frames: int = 16,
+    rr_interval: float = 1.0,
+    resp_period: float = 5.0,
+    resp_amplitude: float = 0.04,
+    phase_strength: float = 1.0,
+    seed: int = 0,
+) -> Phantom:
+    """A first-pass perfusion series, one frame per heartbeat.
+
+    Contrast arrives in the right ventricle, then the left ventricle, then the myocardium,
+    whose anterior segment is hypo-perfused (a defect); the heart moves a little with
+    breathing (``resp_amplitude`` in normalised units, about 1 voxel at 64² by default).
+    """
+    yy, xx = _grid(matrix)
+    edge = 1.2 / max(matrix)
+    t = torch.arange(n_frames, dtype=torch.float64) * rr_interval
+    span = max(float(t[-1]), 1.0)
+    shift = _as_t(resp_amplitude * torch.sin(2 * math.pi * t / resp_period))
+    rv_curve = _as_t(_gamma_variate(t, 0.08 * span, 0.15 * span))
+    lv_curve = _as_t(_gamma_variate(t, 0.2 * span, 0.18 * span))
+    myo_curve = _as_t(0.7 * _gamma_variate(t, 0.3 * span, 0.3 * span) + 0.15 * t / span)
+    defect_curve = 0.4 * myo_curve
+    lv_cy, lv_cx = -0.05 + shift, 0.12
+    lv = _ellipse(yy, xx, lv_cy, lv_cx, 0.17, 0.18, edge)
+    myo = (_ellipse(yy, xx, lv_cy, lv_cx, 0.27, 0.28, edge) - lv).clamp(min=0)
+    anterior = torch.sigmoid(-(yy - lv_cy + 0.1) / (2 * edge)) * torch.sigmoid(-(xx - lv_cx) / (2 * edge))
+    rv = _ellipse(yy, xx, -0.02 + shift, -0.22, 0.22, 0.12, edge, 0.3) * (1 - myo - lv).clamp(min=0)
+    body = 0.5 * _body(yy, xx, edge) * (1 - _ellipse(yy, xx, lv_cy, lv_cx, 0.27, 0.28, edge)) * (1 - rv)
+    mag = (
+        body
+        + 0.1 * (lv + rv + myo)
+        + 0.9 * rv_curve * rv
+        + 0.9 * lv_curve * lv
+        + 0.5 * myo * (myo_curve * (1 - anterior) + defect_curve * anterior)
+    )
+    mag = mag.clamp(min=0)
+    mag = mag / mag.amax()
+    ph = background_phase(matrix, phase_strength, seed)
+    image = (mag * torch.exp(1j * ph)).to(torch.complex64)
+    return Phantom(image, t, "perfusion")
+
+
+def coil_maps(
+    matrix: tuple[int, int], n_coils: int = 8, radius: float = 1.4, width: float = 0.9, seed: int = 0
+) -> torch.Tensor:
+    """Smooth complex coil sensitivities of ``n_coils`` coils on a ring around the object.
+
+    Each coil's magnitude falls off as a Gaussian of the distance to the coil and carries a
+    smooth linear phase; the set is normalised so that ``Σ_c |S_c|² = 1`` at every voxel.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(C, Ny, Nx)`` complex64.
+    """
+    g = torch.Generator().manual_seed(seed + 7)
+    yy, xx = _grid(matrix)
+    maps = []
+    for c in range(n_coils):  # set-up only
+        a = 2 * math.pi * c / n_coils + 0.3
+        cy, cx = radius * math.sin(a), radius * math.cos(a)
+        d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        mag = torch.exp(-d2 / (2 * width**2))
+        p = (torch.rand(3, generator=g, dtype=torch.float64) - 0.5) * 2
+        phase = math.pi * p[0] + 1.2 * p[1] * xx + 1.2 * p[2] * yy
+        maps.append(mag * torch.exp(1j * phase))
+    s = torch.stack(maps)
+    s = s / torch.sqrt((s.abs() ** 2).sum(0, keepdim=True))
+    return s.to(torch.complex64)
