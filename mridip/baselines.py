@@ -35,7 +35,7 @@ def zero_filled(kspace: DynamicKSpace, maps: torch.Tensor) -> BaselineResult:
     Cartesian data are zero-filled (no compensation); non-Cartesian data use ``kspace.dcf``.
     """
     op = for_kspace(kspace, maps, toeplitz=False)
-    y = kspace.data if kspace.is_cartesian else kspace.data * kspace.dcf
+    y = kspace.data if kspace.dcf is None else kspace.data * kspace.dcf
     x = op.adjoint(y) / _coil_energy(op.maps)
     return BaselineResult(x.to(torch.complex64))
 

@@ -88,9 +88,8 @@ def cmd_info(a: argparse.Namespace) -> int:
         per = ks.mask[:, :, 0].sum(1).float()
         lines.append(f"lines/frame  {per.mean():.1f} of {ks.matrix[0]}")
     else:
-        lines.append(
-            f"spokes/frame {ks.meta.get('spokes_per_frame')} × {ks.meta.get('readout_samples')} samples"
-        )
+        spf, ro = ks.meta.get("spokes_per_frame"), ks.meta.get("readout_samples")
+        lines.append(f"spokes/frame {spf} × {ro} samples")
     lines += [
         f"acceleration R ≈ {ks.acceleration:.1f}",
         f"noise scans  {raw.dropped.get('noise', 0)}"
@@ -158,8 +157,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(q))
     else:
-        print(f"PSNR {q['psnr']:.2f} dB   SSIM {q['ssim']:.4f}   NRMSE {q['nrmse']:.4f}"
-              f"   (mean of {len(q['psnr_frames'])} frames)")
+        print(
+            f"PSNR {q['psnr']:.2f} dB   SSIM {q['ssim']:.4f}   NRMSE {q['nrmse']:.4f}"
+            f"   (mean of {len(q['psnr_frames'])} frames)"
+        )
     return 0
 
 
@@ -206,8 +207,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
         rec = reconstruct(scan.kspace, name, scan.maps, seed=0)
         q = evaluate(rec.image, scan.reference)
         out = Path(a.out) / name
-        write_recon(out, rec.image.numpy(), method=name, config=rec.config,
-                    frame_times=rec.frame_times.numpy() if rec.frame_times is not None else None)
+        write_recon(
+            out,
+            rec.image.numpy(),
+            method=name,
+            config=rec.config,
+            frame_times=rec.frame_times.numpy() if rec.frame_times is not None else None,
+        )
         print(f"{name:10s} {q['psnr']:8.2f} {q['ssim']:6.3f} {q['nrmse']:6.3f} {rec.seconds:8.2f}")
     print(f"pictures in {a.out}/<method>/cine.gif and montage.png")
     return 0
@@ -225,10 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("raw", help="ISMRMRD raw file (.h5)")
         sp.add_argument("--group", default=None, help="ISMRMRD group (default: the last one)")
         sp.add_argument("--slice", type=int, default=0, help="slice index (default 0)")
-        sp.add_argument("--spokes-per-frame", type=int, default=None,
-                        help="bin a radial stream without frame labels into frames")
-        sp.add_argument("--time-dim", choices=["phase", "repetition"], default=None,
-                        help="encoding counter that holds time (default: detected)")
+        sp.add_argument(
+            "--spokes-per-frame",
+            type=int,
+            default=None,
+            help="bin a radial stream without frame labels into frames",
+        )
+        sp.add_argument(
+            "--time-dim",
+            choices=["phase", "repetition"],
+            default=None,
+            help="encoding counter that holds time (default: detected)",
+        )
 
     s = sub.add_parser("info", help="what is in a raw file")
     raw_options(s)
@@ -277,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("demo", help="reconstruct the bundled sample and compare methods")
-    s.add_argument("--sample", default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_radial.h5"))
+    s.add_argument(
+        "--sample",
+        default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_radial.h5"),
+    )
     s.add_argument("--out", default="out/demo")
     s.add_argument("--methods", default="zf,cgsense,mridip")
     s.set_defaults(func=cmd_demo)
@@ -295,7 +312,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mridip: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # unwritable output folder, disk full...
-        print(f"mridip: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"mridip: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("mridip: interrupted", file=sys.stderr)

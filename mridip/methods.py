@@ -79,11 +79,12 @@ def _run_zf(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> 
 def _run_cgsense(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
     from mridip.baselines import cg_sense
 
+    lam = opts.get("lam")
     r = cg_sense(
         kspace,
         maps,
         iters=int(opts.get("iters") or 20),
-        lam=float(opts.get("lam") if opts.get("lam") is not None else 0.01),
+        lam=0.01 if lam is None else float(lam),
         density_weighted=bool(opts.get("density_weighted", False)),
     )
     return MethodOutput(r.image, r.history)

@@ -70,7 +70,11 @@ def evaluate(recon: Any, reference: Any, roi: Any = None) -> dict[str, Any]:
         x, r = x[None], r[None]
     if x.shape != r.shape:
         raise ResultError(f"reconstruction is {tuple(x.shape)} but reference is {tuple(r.shape)}")
-    m = torch.ones(x.shape[-2:], dtype=torch.bool) if roi is None else torch.as_tensor(roi, dtype=torch.bool)
+    m = (
+        torch.ones(x.shape[-2:], dtype=torch.bool)
+        if roi is None
+        else torch.as_tensor(roi, dtype=torch.bool)
+    )
     if m.shape != x.shape[-2:]:
         raise ResultError(f"ROI is {tuple(m.shape)} but images are {tuple(x.shape[-2:])}")
     peak = float(r[:, m].max())

@@ -36,7 +36,8 @@ def _grid(matrix: tuple[int, int], dtype=torch.float64) -> tuple[torch.Tensor, t
     ny, nx = matrix
     y = (torch.arange(ny, dtype=dtype) - ny / 2 + 0.5) / (ny / 2)
     x = (torch.arange(nx, dtype=dtype) - nx / 2 + 0.5) / (nx / 2)
-    return torch.meshgrid(y, x, indexing="ij")
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    return yy, xx
 
 
 def _ellipse(yy, xx, cy, cx, ry, rx, edge, angle=0.0):
@@ -128,7 +129,9 @@ def cine_phantom(
     return Phantom(image, (t * rr_interval / n_frames).to(torch.float64), "cine")
 
 
-def _gamma_variate(t: torch.Tensor, arrival: float, peak: float, alpha: float = 3.0) -> torch.Tensor:
+def _gamma_variate(
+    t: torch.Tensor, arrival: float, peak: float, alpha: float = 3.0
+) -> torch.Tensor:
     """Normalised gamma-variate uptake curve (peak value 1 at ``arrival + peak``)."""
     s = ((t - arrival) / peak).clamp(min=0)
     return (s**alpha * torch.exp(alpha * (1 - s))).clamp(min=0)
@@ -161,9 +164,16 @@ def perfusion_phantom(
     lv_cy, lv_cx = -0.05 + shift, 0.12
     lv = _ellipse(yy, xx, lv_cy, lv_cx, 0.17, 0.18, edge)
     myo = (_ellipse(yy, xx, lv_cy, lv_cx, 0.27, 0.28, edge) - lv).clamp(min=0)
-    anterior = torch.sigmoid(-(yy - lv_cy + 0.1) / (2 * edge)) * torch.sigmoid(-(xx - lv_cx) / (2 * edge))
+    anterior = torch.sigmoid(-(yy - lv_cy + 0.1) / (2 * edge)) * torch.sigmoid(
+        -(xx - lv_cx) / (2 * edge)
+    )
     rv = _ellipse(yy, xx, -0.02 + shift, -0.22, 0.22, 0.12, edge, 0.3) * (1 - myo - lv).clamp(min=0)
-    body = 0.5 * _body(yy, xx, edge) * (1 - _ellipse(yy, xx, lv_cy, lv_cx, 0.27, 0.28, edge)) * (1 - rv)
+    body = (
+        0.5
+        * _body(yy, xx, edge)
+        * (1 - _ellipse(yy, xx, lv_cy, lv_cx, 0.27, 0.28, edge))
+        * (1 - rv)
+    )
     mag = (
         body
         + 0.1 * (lv + rv + myo)
@@ -179,7 +189,11 @@ def perfusion_phantom(
 
 
 def coil_maps(
-    matrix: tuple[int, int], n_coils: int = 8, radius: float = 1.4, width: float = 0.9, seed: int = 0
+    matrix: tuple[int, int],
+    n_coils: int = 8,
+    radius: float = 1.4,
+    width: float = 0.9,
+    seed: int = 0,
 ) -> torch.Tensor:
     """Smooth complex coil sensitivities of ``n_coils`` coils on a ring around the object.
 

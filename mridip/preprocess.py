@@ -87,7 +87,9 @@ def noise_whitening(noise: np.ndarray, dwell_ratio: float = 1.0) -> np.ndarray:
     try:
         chol = np.linalg.cholesky(psi)
     except np.linalg.LinAlgError:
-        raise RawDataError("noise covariance is not positive definite (dead or duplicated channel?)") from None
+        raise RawDataError(
+            "noise covariance is not positive definite (dead or duplicated channel?)"
+        ) from None
     w = solve_triangular(chol, np.eye(c), lower=True)
     return (w * math.sqrt(dwell_ratio)).astype(np.complex64)
 
@@ -95,7 +97,9 @@ def noise_whitening(noise: np.ndarray, dwell_ratio: float = 1.0) -> np.ndarray:
 def _frame_labels(raw: RawScan, time_dim: str | None) -> tuple[np.ndarray, str | None]:
     if time_dim is not None:
         if time_dim not in ("phase", "repetition", "contrast", "set"):
-            raise RawDataError(f"time dimension must be phase, repetition, contrast or set, not {time_dim!r}")
+            raise RawDataError(
+                f"time dimension must be phase, repetition, contrast or set, not {time_dim!r}"
+            )
         return raw.head[time_dim], time_dim
     for name in ("phase", "repetition"):
         if len(np.unique(raw.head[name])) > 1:
@@ -170,11 +174,15 @@ def to_kspace(
     sub = RawScan(raw.header, data, None if raw.traj is None else raw.traj[sel], head)
     labels, dim_name = _frame_labels(sub, time_dim)
     times = head["acquisition_time_stamp"].astype(np.float64) * TICK_S
-    geometry = {
-        k: head[k][0].tolist() for k in ("position", "read_dir", "phase_dir", "slice_dir")
+    geometry = {k: head[k][0].tolist() for k in ("position", "read_dir", "phase_dir", "slice_dir")}
+    meta = {
+        "path": raw.path,
+        "group": raw.group,
+        "slice": slice_index,
+        "time_dim": dim_name,
+        "geometry": geometry,
+        "noise_scans": raw.dropped.get("noise", 0),
     }
-    meta = {"path": raw.path, "group": raw.group, "slice": slice_index, "time_dim": dim_name,
-            "geometry": geometry, "noise_scans": raw.dropped.get("noise", 0)}
     ry, rx = raw.header.recon_matrix[1], raw.header.recon_matrix[0]
     fov = (raw.header.recon_fov_mm[1], raw.header.recon_fov_mm[0])
     if raw.header.trajectory.lower() in NON_CARTESIAN or sub.traj is not None:
@@ -195,11 +203,15 @@ def _frame_times(times: np.ndarray, frame_of: np.ndarray, n_frames: int) -> torc
 
 def _noncartesian(raw, labels, dim_name, times, spokes_per_frame, matrix, fov, meta):
     if raw.traj is None:
-        raise RawDataError("non-Cartesian readouts without a stored trajectory are not supported yet")
+        raise RawDataError(
+            "non-Cartesian readouts without a stored trajectory are not supported yet"
+        )
     traj = _normalise_traj(raw.traj[..., :2].astype(np.float64), raw)  # (N, S, 2): (kx, ky)
     n, c, s = raw.data.shape
-    order = np.lexsort((raw.head["scan_counter"], labels)) if dim_name else np.argsort(
-        raw.head["scan_counter"], kind="stable"
+    order = (
+        np.lexsort((raw.head["scan_counter"], labels))
+        if dim_name
+        else np.argsort(raw.head["scan_counter"], kind="stable")
     )
     if dim_name is None:
         if spokes_per_frame is None:
@@ -217,7 +229,9 @@ def _noncartesian(raw, labels, dim_name, times, spokes_per_frame, matrix, fov, m
         frame_of = np.repeat(np.arange(t), spokes_per_frame)
     else:
         if spokes_per_frame is not None:
-            warnings.warn("--spokes-per-frame ignored: readouts carry frame labels", UserWarning, stacklevel=3)
+            warnings.warn(
+                "--spokes-per-frame ignored: readouts carry frame labels", UserWarning, stacklevel=3
+            )
         uniq, frame_of = np.unique(labels[order], return_inverse=True)
         counts = np.bincount(frame_of)
         t = len(uniq)
@@ -225,14 +239,21 @@ def _noncartesian(raw, labels, dim_name, times, spokes_per_frame, matrix, fov, m
             per = int(np.bincount(counts).argmax())
             bad = np.flatnonzero(counts != per)
             if len(bad) == 1 and bad[0] == t - 1 and counts[-1] < per:
-                warnings.warn(f"dropped incomplete last frame ({counts[-1]} of {per} readouts)",
-                              UserWarning, stacklevel=3)
+                warnings.warn(
+                    f"dropped incomplete last frame ({counts[-1]} of {per} readouts)",
+                    UserWarning,
+                    stacklevel=3,
+                )
                 keep = frame_of != t - 1
                 order, frame_of, t = order[keep], frame_of[keep], t - 1
             else:
-                raise RawDataError(f"frames have differing readout counts {sorted(set(counts.tolist()))}")
+                raise RawDataError(
+                    f"frames have differing readout counts {sorted(set(counts.tolist()))}"
+                )
         spokes_per_frame = len(order) // t
-    data = raw.data[order].reshape(t, spokes_per_frame, c, s).transpose(0, 2, 1, 3).reshape(t, c, -1)
+    data = (
+        raw.data[order].reshape(t, spokes_per_frame, c, s).transpose(0, 2, 1, 3).reshape(t, c, -1)
+    )
     tr = traj[order].reshape(t, spokes_per_frame * s, 2)
     tr = np.stack([tr[..., 1], tr[..., 0]], axis=1)  # rows (k_y, k_x)
     tr = np.clip(tr, -math.pi, math.pi)
@@ -279,7 +300,9 @@ def _cartesian(raw, labels, times, matrix, fov, meta):
     np.add.at(hits, (frame_of, rows), 1)
     dup = hits > 1
     if dup.any():
-        warnings.warn(f"{int((hits[dup] - 1).sum())} repeated lines averaged", UserWarning, stacklevel=3)
+        warnings.warn(
+            f"{int((hits[dup] - 1).sum())} repeated lines averaged", UserWarning, stacklevel=3
+        )
     k = k / np.maximum(hits, 1)[:, None, :, None]
     mask = np.repeat((hits > 0)[:, :, None], enc_x, axis=2)
     ry, rx = matrix
@@ -307,7 +330,9 @@ def _crop_fov(k: torch.Tensor, mask: torch.Tensor, matrix: tuple[int, int]):
     ry, rx = matrix
     ey, ex = k.shape[-2:]
     if ey != ry:
-        raise RawDataError(f"phase-encoding oversampling ({ey} encoded vs {ry} recon lines) is not supported")
+        raise RawDataError(
+            f"phase-encoding oversampling ({ey} encoded vs {ry} recon lines) is not supported"
+        )
     if ex < rx:
         raise RawDataError(f"encoded readout of {ex} samples is shorter than the recon matrix {rx}")
     x0 = (ex - rx) // 2

@@ -171,7 +171,7 @@ def variable_density_mask(
     mask = np.zeros((n_frames, ny, nx), dtype=bool)
     n_rand = n_lines - center_lines
     for t in range(n_frames):  # set-up only, not a hot path
-        picked = rng.choice(rest, size=n_rand, replace=False, p=p) if n_rand > 0 else []
+        picked = rng.choice(rest, size=n_rand, replace=False, p=p) if n_rand > 0 else rest[:0]
         mask[t, centre, :] = True
         mask[t, picked, :] = True
     return torch.from_numpy(mask)
@@ -222,6 +222,8 @@ def normalize_dcf(traj: torch.Tensor, dcf: torch.Tensor, matrix: tuple[int, int]
     ny, nx = matrix
     sigma = 2.0
     k2 = (traj.to(torch.float64) ** 2).sum(dim=1, keepdim=True)  # (T, 1, K)
-    gain = 4 * math.pi * sigma**2 / (ny * nx) * (dcf.to(torch.float64) * torch.exp(-(sigma**2) * k2))
+    gain = (
+        4 * math.pi * sigma**2 / (ny * nx) * (dcf.to(torch.float64) * torch.exp(-(sigma**2) * k2))
+    )
     gain = gain.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     return (dcf.to(torch.float64) / gain).to(torch.float32)

@@ -22,7 +22,7 @@ def write_gif(path: str | os.PathLike[str], image: np.ndarray, frame_times=None)
     if frame_times is not None and len(frame_times) > 1:
         dt = float(np.median(np.diff(np.asarray(frame_times, float))))
     ms = int(np.clip(dt * 1000.0, 40, 500))
-    iio.imwrite(path, frames, extension=".gif", duration=ms, loop=0)
+    iio.imwrite(str(path), frames, extension=".gif", duration=ms, loop=0)
 
 
 def write_montage(

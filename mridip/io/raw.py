@@ -173,7 +173,9 @@ def read_raw(path: str | os.PathLike[str], group: str | None = None) -> RawScan:
         if group is None:
             group = groups[-1]
         elif group.strip("/") not in groups:
-            raise RawDataError(f"group '{group}' not in {path}; ISMRMRD groups: {', '.join(groups)}")
+            raise RawDataError(
+                f"group '{group}' not in {path}; ISMRMRD groups: {', '.join(groups)}"
+            )
         g = f[group.strip("/")]
         if "xml" not in g:
             raise RawDataError(f"group '{group}' in {path} has no ISMRMRD header ('xml')")
@@ -189,7 +191,9 @@ def read_raw(path: str | os.PathLike[str], group: str | None = None) -> RawScan:
         except (OSError, ValueError, TypeError) as exc:
             raise RawDataError(f"cannot read the acquisitions of {path}: {exc}") from None
         extras = {
-            k: f[k][()] for k in ("reference", "reference_maps") if k in f and isinstance(f[k], h5py.Dataset)
+            k: f[k][()]
+            for k in ("reference", "reference_maps")
+            if k in f and isinstance(f[k], h5py.Dataset)
         }
     if rows.size == 0:
         raise RawDataError(f"{path} has no acquisitions")
@@ -223,7 +227,9 @@ def read_raw(path: str | os.PathLike[str], group: str | None = None) -> RawScan:
     noise, noise_dwell = None, None
     if is_noise.any():
         nidx = np.flatnonzero(is_noise)
-        shapes = {(int(flat["active_channels"][i]), int(flat["number_of_samples"][i])) for i in nidx}
+        shapes = {
+            (int(flat["active_channels"][i]), int(flat["number_of_samples"][i])) for i in nidx
+        }
         if len(shapes) == 1:
             c, s = shapes.pop()
             raw = np.stack(rows["data"][nidx]).reshape(len(nidx), c, s, 2)
@@ -232,7 +238,9 @@ def read_raw(path: str | os.PathLike[str], group: str | None = None) -> RawScan:
             noise_dwell = float(flat["sample_time_us"][nidx[0]])
         else:
             warnings.warn(
-                f"noise scans have differing shapes {sorted(shapes)}; not used", UserWarning, stacklevel=2
+                f"noise scans have differing shapes {sorted(shapes)}; not used",
+                UserWarning,
+                stacklevel=2,
             )
     keep = ~is_noise
     if not keep.any():
@@ -327,7 +335,9 @@ def _from_ismrmrd(h: Any) -> RawHeader:
         recon_fov_mm=(float(rf.x), float(rf.y), float(rf.z)),
         trajectory=str(traj),
         limits=limits,
-        receiver_channels=None if asi is None or asi.receiverChannels is None else int(asi.receiverChannels),
+        receiver_channels=None
+        if asi is None or asi.receiverChannels is None
+        else int(asi.receiverChannels),
         noise_bandwidth=float(asi.relativeReceiverNoiseBandwidth)
         if asi is not None and asi.relativeReceiverNoiseBandwidth
         else 0.793,

@@ -105,7 +105,9 @@ def read_image(spec: str | os.PathLike[str]) -> np.ndarray:
         if dataset is None:
             dataset = next((d for d in ("image", "reference") if d in f), None)
             if dataset is None:
-                raise ResultError(f"{p} has neither /image nor /reference; name one as {p}:/dataset")
+                raise ResultError(
+                    f"{p} has neither /image nor /reference; name one as {p}:/dataset"
+                )
         if dataset.strip("/") not in f or not isinstance(f[dataset.strip("/")], h5py.Dataset):
             raise ResultError(f"{p} has no dataset {dataset}")
         arr = f[dataset.strip("/")][()]

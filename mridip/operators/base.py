@@ -77,7 +77,9 @@ class DynamicSense(ABC):
 
 def _check_maps(maps: torch.Tensor, matrix: tuple[int, int]) -> torch.Tensor:
     if maps.ndim != 3 or tuple(maps.shape[-2:]) != tuple(matrix):
-        raise KSpaceError(f"coil maps must be (C, {matrix[0]}, {matrix[1]}), got {tuple(maps.shape)}")
+        raise KSpaceError(
+            f"coil maps must be (C, {matrix[0]}, {matrix[1]}), got {tuple(maps.shape)}"
+        )
     if not maps.is_complex():
         maps = maps.to(torch.complex64)
     if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
@@ -165,7 +167,9 @@ def adjointness_error(op: DynamicSense, seed: int = 0) -> float:
     g = torch.Generator().manual_seed(seed)
     real = torch.float64 if op.dtype == torch.complex128 else torch.float32
     shape = (op.n_frames, *op.matrix)
-    x = torch.complex(torch.randn(shape, generator=g, dtype=real), torch.randn(shape, generator=g, dtype=real))
+    x = torch.complex(
+        torch.randn(shape, generator=g, dtype=real), torch.randn(shape, generator=g, dtype=real)
+    )
     x = x.to(op.device)
     ax = op.forward(x)
     yr = torch.randn(ax.shape, generator=g, dtype=real)

@@ -47,7 +47,9 @@ class CartesianSense(DynamicSense):
         w = self.mask.to(real)
         if weights is not None:
             if tuple(weights.shape) != tuple(mask.shape):
-                raise KSpaceError(f"weights must be {tuple(mask.shape)}, got {tuple(weights.shape)}")
+                raise KSpaceError(
+                    f"weights must be {tuple(mask.shape)}, got {tuple(weights.shape)}"
+                )
             w = w * weights.to(device=w.device, dtype=real)
         self.weights = w
 

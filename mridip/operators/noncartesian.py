@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from mridip.errors import KSpaceError
 from mridip.operators.base import DynamicSense, Frames, _check_maps
@@ -72,10 +71,9 @@ class NonCartesianSense(DynamicSense):
         # unitary DFT of the image (√(Ny·Nx)), as the Cartesian operator does
         self._scale = math.sqrt((self.grid[0] * self.grid[1]) / (ny * nx))
         if weights is not None:
-            if tuple(weights.shape) != (self._n_frames, 1, traj.shape[-1]):
-                raise KSpaceError(
-                    f"weights must be {(self._n_frames, 1, traj.shape[-1])}, got {tuple(weights.shape)}"
-                )
+            expected = (self._n_frames, 1, traj.shape[-1])
+            if tuple(weights.shape) != expected:
+                raise KSpaceError(f"weights must be {expected}, got {tuple(weights.shape)}")
             weights = weights.to(device=dev, dtype=real)
         self.weights = weights
         self.kernel: torch.Tensor | None = None
@@ -126,20 +124,16 @@ class NonCartesianSense(DynamicSense):
         return self.adjoint(y, frames)
 
     def normal(self, x: torch.Tensor, frames: Frames = None) -> torch.Tensor:
-        """``Aᴴ W A x`` by Toeplitz embedding: zero-pad to 2×, FFT, multiply, inverse FFT, crop.
-
-        The inverse transform runs as two 1-D passes, the second only over the rows that
-        survive the crop.
-        """
+        """``Aᴴ W A x`` by Toeplitz embedding: zero-pad to 2×, FFT, multiply, inverse FFT, crop."""
         self._check_image(x, frames)
         if self.kernel is None:
             return self.weighted_adjoint(self.forward(x, frames), frames)
         ny, nx = self.matrix
         coil_images = x[:, None] * self.maps[None]  # (T, C, Ny, Nx)
         spec = torch.fft.fft2(coil_images, s=(2 * ny, 2 * nx))
-        spec = spec * self._pick(self.kernel, frames)[:, None]
-        out = torch.fft.ifft(spec, dim=-2)[..., :ny, :]
-        out = torch.fft.ifft(out, dim=-1)[..., :nx]
+        kernel = self._pick(self.kernel, frames)[:, None]
+        spec = spec.mul_(kernel) if not spec.requires_grad else spec * kernel
+        out = torch.fft.ifft2(spec)[..., :ny, :nx]
         return (out * self.maps.conj()[None]).sum(dim=1)
 
     def to(self, device: str | torch.device) -> NonCartesianSense:

@@ -1,0 +1,108 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mridip.cli import main
+
+
+def run(argv, capsys):
+    code = main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_simulate_recon_eval(tmp_path, capsys):
+    raw = tmp_path / "cine.h5"
+    code, out, _ = run(
+        ["simulate", raw, "--matrix", 32, "--frames", 6, "--coils", 4, "--spokes", 9], capsys
+    )
+    assert code == 0 and raw.exists() and "wrote" in out
+    code, out, _ = run(["info", raw], capsys)
+    assert code == 0 and "spokes/frame 9" in out and "coils        4" in out
+    outdir = tmp_path / "rec"
+    code, out, err = run(["recon", raw, "-o", outdir, "--method", "cgsense", "--iters", 8], capsys)
+    assert code == 0, err
+    assert "PSNR" in out
+    for name in ("recon.h5", "cine.gif", "montage.png", "loss.png"):
+        assert (outdir / name).stat().st_size > 0
+    assert not [p for p in outdir.iterdir() if p.name.endswith(".tmp")]
+    with h5py.File(outdir / "recon.h5") as f:
+        img = f["image"][()]
+        assert img.shape == (6, 32, 32) and img.dtype == np.complex64
+        cfg = json.loads(f.attrs["config"])
+        assert cfg["method"] == "cgsense" and cfg["iters"] == 8
+        assert f["history/relative_residual"].shape == (8,)
+        assert f["maps"].shape == (4, 32, 32)
+    code, out, _ = run(["eval", outdir / "recon.h5", "--reference", raw, "--json"], capsys)
+    q = json.loads(out)
+    assert code == 0 and q["psnr"] > 20 and 0 < q["ssim"] <= 1
+    code, out, _ = run(["eval", outdir / "recon.h5", "--reference", f"{raw}:/reference"], capsys)
+    assert code == 0 and out.startswith("PSNR")
+
+
+def _bad_inputs(tmp_path):
+    not_h5 = tmp_path / "notes.h5"
+    not_h5.write_text("not hdf5")
+    no_group = tmp_path / "plain.h5"
+    with h5py.File(no_group, "w") as f:
+        f.create_dataset("numbers", data=np.arange(4))
+    return {
+        "missing": (tmp_path / "absent.h5", "no such file"),
+        "not_hdf5": (not_h5, "not an HDF5 file"),
+        "no_group": (no_group, "no ISMRMRD"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not_hdf5", "no_group"])
+def test_recon_bad_input_exit_2_one_line(tmp_path, capsys, case):
+    path, message = _bad_inputs(tmp_path)[case]
+    out_dir = tmp_path / "out"
+    code, out, err = run(["recon", path, "-o", out_dir], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.iterdir())
+
+
+@pytest.mark.parametrize("case", ["missing", "not_hdf5", "no_group"])
+def test_eval_bad_input_exit_2_one_line(tmp_path, capsys, case, radial_cine):
+    path, _ = _bad_inputs(tmp_path)[case]
+    for argv in (
+        ["eval", path, "--reference", radial_cine],
+        ["eval", radial_cine, "--reference", path],
+    ):
+        code, out, err = run(argv, capsys)
+        assert code == 2
+        assert err.count("\n") == 1 and err.startswith("mridip: error:")
+
+
+def test_bad_options_exit_2(tmp_path, capsys, radial_cine):
+    code, _, err = run(["recon", radial_cine, "-o", tmp_path / "o", "--method", "nope"], capsys)
+    assert code == 2 and "unknown method" in err and err.count("\n") == 1
+    code, _, err = run(["simulate", tmp_path / "x.h5", "--kind", "brain"], capsys)
+    assert code == 2 and "--kind" in err and not (tmp_path / "x.h5").exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["recon"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_console_script_installed(tmp_path):
+    """The `mridip` entry point runs as a program and keeps the exit-code contract."""
+    exe = Path(sys.executable).parent / "mridip"
+    if not exe.exists():
+        pytest.skip("console script not installed (run through `make test`)")
+    r = subprocess.run(
+        [str(exe), "recon", str(tmp_path / "nothing.h5"), "-o", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("mridip: error: no such file")
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -1,0 +1,95 @@
+import math
+
+import pytest
+import torch
+
+from mridip import phantoms, sampling
+from mridip.metrics import evaluate
+from mridip.operators import NonCartesianSense
+
+
+def test_golden_angle_value_in_radians():
+    assert math.degrees(sampling.GOLDEN_ANGLE) == pytest.approx(111.246, abs=1e-3)
+    a = sampling.golden_angle_stream(3)
+    assert a[1] - a[0] == pytest.approx(sampling.GOLDEN_ANGLE)
+
+
+def test_stream_is_continuous_across_frames():
+    traj, angles = sampling.golden_angle_radial(16, 5, 3)
+    assert angles.shape == (3, 5)
+    # frame 1 starts where frame 0 stopped: spoke 5 of the stream
+    expected = math.remainder(5 * sampling.GOLDEN_ANGLE, 2 * math.pi) % (2 * math.pi)
+    assert float(angles[1, 0]) == pytest.approx(expected, abs=1e-9)
+    assert not torch.allclose(angles[0], angles[1])
+
+
+def test_radial_trajectory_range_and_oversampling():
+    traj, angles = sampling.golden_angle_radial(32, 4, 2, oversampling=2)
+    assert traj.shape == (2, 2, 4 * 64)
+    assert float(traj.abs().max()) <= math.pi + 1e-6
+    spoke = traj[0, :, :64]
+    radius = torch.linalg.vector_norm(spoke, dim=0)
+    steps = (radius[1:] - radius[:-1]).abs()
+    # 2N samples across [-π, π): spacing π/N, half the Nyquist spacing 2π/N
+    assert float(steps[steps > 1e-6].median()) == pytest.approx(math.pi / 32, rel=1e-4)
+    # row 0 is k_y, row 1 is k_x: angle measured from k_x
+    a = float(angles[0, 0])
+    end = spoke[:, 0]
+    assert math.atan2(-float(end[0]), -float(end[1])) % math.pi == pytest.approx(
+        a % math.pi, abs=1e-5
+    )
+
+
+def test_uniform_radial_interleaves():
+    _, angles = sampling.uniform_radial(16, 4, 3)
+    allang = torch.sort(angles.flatten() % math.pi).values
+    assert torch.allclose(
+        allang[1:] - allang[:-1], torch.full((11,), math.pi / 12, dtype=allang.dtype)
+    )
+
+
+def test_bin_stream_drops_incomplete():
+    b = sampling.bin_stream(torch.arange(11.0), 4)
+    assert b.shape == (2, 4)
+    with pytest.raises(Exception, match="divide"):
+        sampling.bin_stream(torch.arange(11.0), 4, drop_incomplete=False)
+
+
+def test_variable_density_mask():
+    m = sampling.variable_density_mask((64, 48), 6, acceleration=4, seed=3)
+    assert m.shape == (6, 64, 48)
+    lines = m[:, :, 0]
+    assert torch.all(m == lines[:, :, None])  # whole readout lines
+    assert lines.sum(1).tolist() == [16] * 6
+    assert lines[:, 30:34].all()  # fully sampled centre
+    assert len({tuple(f.nonzero().flatten().tolist()) for f in lines}) == 6  # differs per frame
+    again = sampling.variable_density_mask((64, 48), 6, acceleration=4, seed=3)
+    assert torch.equal(m, again)
+
+
+@pytest.mark.parametrize("kind", ["ramp", "pipe"])
+def test_dcf_gives_unbiased_zero_filled(kind):
+    n = 32
+    traj, _ = sampling.golden_angle_radial(n, 48, 1)
+    dcf = (
+        sampling.radial_ramp_dcf(traj, (n, n))
+        if kind == "ramp"
+        else sampling.pipe_menon_dcf(traj, (n, n))
+    )
+    assert dcf.shape == (1, 1, traj.shape[-1]) and bool((dcf >= 0).all())
+    img = phantoms.cine_phantom((n, n), 1).image
+    maps = torch.ones(1, n, n, dtype=torch.complex64)
+    op = NonCartesianSense(maps, traj, toeplitz=False)
+    x = op.adjoint(op.forward(img) * dcf)
+    q = evaluate(x, img)
+    assert q["scale"] == pytest.approx(1.0, abs=0.1)
+    assert q["psnr"] > 28
+
+
+def test_ramp_is_proportional_to_radius():
+    traj, _ = sampling.golden_angle_radial(16, 3, 1)
+    dcf = sampling.radial_ramp_dcf(traj, (16, 16))[0, 0]
+    r = torch.linalg.vector_norm(traj[0], dim=0)
+    far = r > 0.5
+    ratio = dcf[far] / r[far]
+    assert float(ratio.std() / ratio.mean()) < 1e-5
