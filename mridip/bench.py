@@ -124,23 +124,42 @@ def operator_benchmark(
     }
 
 
+def _operator_section(quick: bool, device: str) -> list[dict[str, Any]]:
+    rows = []
+    for n in [64] if quick else [128, 256]:
+        r = operator_benchmark(matrix=n, frames=8 if quick else 20, device=device)
+        rows.append(r)
+        print(
+            f"operator {n}²: nufft+autograd {r['nufft_autograd_s']:.3f} s, "
+            f"toeplitz {r['toeplitz_s']:.3f} s ({r['speedup_toeplitz_vs_nufft']:.1f}× faster), "
+            f"FFT floor {r['fft_floor_s']:.3f} s, kernel set-up {r['setup_kernel_s']:.2f} s"
+        )
+    return rows
+
+
+#: Benchmark sections by name: ``fn(quick, device) -> JSON-able``; each prints its own lines.
+SECTIONS: dict[str, Callable[[bool, str], Any]] = {"operator": _operator_section}
+
+
 def run_bench(quick: bool = False, device: str = "cpu", only: str | None = None) -> dict[str, Any]:
-    """Run the benchmark sections and return one JSON-able report (printed as a table)."""
+    """Run the benchmark sections (all, or the comma-separated ``only``) into one report.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown section name or an unavailable device.
+    """
+    from mridip.errors import ConfigError
     from mridip.methods import resolve_device
 
     dev = resolve_device(device)
-    sections = set((only or "operator").split(","))
+    names = list(SECTIONS) if not only else [s.strip() for s in only.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"unknown bench section(s) {unknown}; available: {', '.join(SECTIONS)}")
     report: dict[str, Any] = {"machine": machine(), "device": str(dev), "quick": quick}
-    if "operator" in sections:
-        sizes = [64] if quick else [128, 256]
-        rows = []
-        for n in sizes:
-            r = operator_benchmark(matrix=n, frames=8 if quick else 20, device=str(dev))
-            rows.append(r)
-            print(
-                f"operator {n}²: nufft+autograd {r['nufft_autograd_s']:.3f} s, "
-                f"toeplitz {r['toeplitz_s']:.3f} s ({r['speedup_toeplitz_vs_nufft']:.1f}× faster), "
-                f"FFT floor {r['fft_floor_s']:.3f} s, kernel set-up {r['setup_kernel_s']:.2f} s"
-            )
-        report["operator"] = rows
+    for name in names:
+        t0 = time.perf_counter()
+        report[name] = SECTIONS[name](quick, str(dev))
+        report.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
     return report

@@ -284,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="measure speed against peers on this machine")
     s.add_argument("--quick", action="store_true", help="small sizes, a few minutes at most")
-    s.add_argument("--only", default=None, help="comma-separated sections (operator)")
+    s.add_argument("--only", default=None, help="comma-separated sections (default: all)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.add_argument("-o", "--output", default="bench.json", help="JSON report (default bench.json)")
