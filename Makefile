@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/mridip demo --out $(OUT)
 
 test: $(STAMP)
-	$(VPY) -m pytest -q
+	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -q
 
 lint: $(STAMP)
 	$(VPY) -m ruff check mridip tests examples

@@ -163,3 +163,440 @@ def run_bench(quick: bool = False, device: str = "cpu", only: str | None = None)
         report[name] = SECTIONS[name](quick, str(dev))
         report.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
     return report
+
+
+# -- coil maps: mridip's estimators against BART's ecalib -----------------------------------------
+def bart_ecalib(calibration: torch.Tensor, calib: int = 24) -> tuple[torch.Tensor, float]:
+    """Run ``bart ecalib -m1 -c0 -r calib`` on centred k-space ``(C, Ny, Nx)``.
+
+    Returns the maps ``(C, Ny, Nx)`` and the wall time of the ``bart`` process (writing and
+    reading the ``.cfl`` files not included).
+
+    Raises
+    ------
+    ConfigError
+        When ``bart`` is not installed.
+    """
+    import subprocess
+    import tempfile
+
+    from mridip.bart import read_cfl, require_bart, write_cfl
+
+    exe = require_bart()
+    c, ny, nx = calibration.shape
+    with tempfile.TemporaryDirectory() as tmp:
+        k_in, m_out = os.path.join(tmp, "k"), os.path.join(tmp, "m")
+        # a C-ordered (C, Ny, Nx) array is BART's column-major [Nx, Ny, 1, C]
+        write_cfl(k_in, calibration.detach().cpu().numpy(), [nx, ny, 1, c])
+        t0 = time.perf_counter()
+        subprocess.run(
+            [exe, "ecalib", "-m1", "-c0", "-r", str(calib), k_in, m_out],
+            check=True,
+            capture_output=True,
+        )
+        seconds = time.perf_counter() - t0
+        data, _ = read_cfl(m_out)
+    return torch.as_tensor(data.reshape(c, ny, nx).copy(), dtype=torch.complex64), seconds
+
+
+def coils_benchmark(
+    matrix: int = 64,
+    frames: int = 12,
+    coils: int = 8,
+    acceleration: float = 6.0,
+    noise: float = 0.01,
+    device: str = "cpu",
+    repeats: int = 3,
+    seed: int = 0,
+    trajectory: str = "cartesian",
+    sense: bool = True,
+) -> dict[str, Any]:
+    """Time and accuracy of mridip's coil-map estimators and ``bart ecalib`` on the same data.
+
+    A simulated cine (variable-density Cartesian masks of acceleration ``acceleration``, or 13
+    golden-angle spokes per frame; correlated receiver noise) is written and loaded as a
+    user's file would be; every estimator starts from the same time-averaged k-space (its
+    time is reported apart, ``time_average_s``). Agreement is the mean over the object (true
+    magnitude ≥ 5 % of its peak in some frame) of the per-voxel ``|Σ ŝ* s| / (‖ŝ‖‖s‖)``
+    (:func:`mridip.coils.map_agreement`), with the true maps and with BART's. With ``sense``,
+    ``psnr`` is that of CG-SENSE (20 iterations, λ = 0.01, as ``--method cgsense``) with each
+    set of maps after :func:`mridip.coils.estimate_maps`' normalisation and object mask (BART's
+    too), beside ``psnr_true_maps`` (the stored maps) and ``psnr_true_maps_masked`` (the same
+    with the object mask). BART is skipped (``bart: null``) when ``bart`` is not on the PATH.
+    """
+    import copy
+    import tempfile
+
+    import numpy as np
+
+    from mridip import coils as cm
+    from mridip.bart import bart_executable
+    from mridip.baselines import cg_sense
+    from mridip.io.raw import read_raw
+    from mridip.metrics import evaluate
+    from mridip.operators import for_kspace
+    from mridip.preprocess import load, to_kspace
+    from mridip.simulate import SimulationConfig, simulate, write_simulation
+
+    dev = torch.device(device)
+    cfg = SimulationConfig(
+        kind="cine",
+        trajectory=trajectory,
+        matrix=matrix,
+        frames=frames,
+        coils=coils,
+        acceleration=acceleration,
+        noise=noise,
+        seed=seed,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cine.h5")
+        write_simulation(path, simulate(cfg))
+        scan = load(path)
+        ks, whitening = to_kspace(read_raw(path))
+    ks = ks.to(dev)
+    assert scan.maps is not None and scan.reference is not None
+    truth = scan.maps.to(dev)
+    peak = np.abs(scan.reference)
+    inside = torch.as_tensor(peak.max(0) >= 0.05 * peak.max(), device=dev)
+    width = min(24, matrix)
+    win = cm._hann_window(ks.matrix, width, dev)
+    t0 = time.perf_counter()
+    k_avg = cm.time_averaged_kspace(ks, fill_width=width)
+    t_avg = time.perf_counter() - t0
+    imgs = cm.ifft2c(k_avg * win)
+    ours = {
+        "espirit": lambda: cm.espirit_maps(k_avg, calib=width),
+        "walsh": lambda: cm.walsh_maps(imgs),
+        "inati": lambda: cm.inati_maps(imgs),
+        "lowres": lambda: cm._unit(imgs),
+    }
+    import sigpy.mri.app  # noqa: F401  (imported before the clock starts)
+
+    rows: dict[str, Any] = {}
+    maps: dict[str, torch.Tensor] = {}
+    for name, fn in ours.items():
+        t0 = time.perf_counter()
+        maps[name] = fn()  # the first call is timed too: ESPIRiT's cost is mostly not warm-up
+        first = time.perf_counter() - t0
+        again = _time(fn, dev, repeats - 1, warmup=0) if repeats > 1 else first
+        rows[name] = {"seconds": min(first, again)}
+    have_bart = bart_executable() is not None
+    if have_bart:
+        runs = [bart_ecalib(k_avg, width) for _ in range(repeats)]
+        maps["bart"] = runs[0][0].to(dev)
+        rows["bart"] = {"seconds": min(s for _, s in runs)}
+    for name, m in maps.items():
+        rows[name]["agreement_truth"] = float(cm.map_agreement(m, truth)[inside].mean())
+        if have_bart:
+            rows[name]["agreement_bart"] = float(cm.map_agreement(m, maps["bart"])[inside].mean())
+            rows[name]["time_vs_bart"] = rows[name]["seconds"] / rows["bart"]["seconds"]
+    size = {"matrix": matrix, "frames": frames, "coils": coils, "trajectory": trajectory}
+    size["acceleration"] = round(ks.acceleration, 2)
+    out: dict[str, Any] = {
+        "size": size,
+        "time_average_s": t_avg,
+        "bart": f"ecalib -m1 -c0 -r {width}" if have_bart else None,
+        "methods": rows,
+    }
+    if sense:
+        op = for_kspace(ks, truth)  # its Toeplitz kernels serve every set of maps
+        r = cm.receiver_transform(ks)
+        obj = cm.object_mask(imgs)
+
+        def psnr(m: torch.Tensor) -> float:
+            shared = copy.copy(op)
+            shared.maps = m
+            image = cg_sense(ks, m, iters=20, lam=0.01, operator=shared).image
+            return evaluate(image.cpu(), scan.reference)["psnr"]
+
+        for name, m in maps.items():
+            rows[name]["psnr"] = psnr(cm._normalise(m, r) * obj)
+        out["psnr_true_maps"] = psnr(truth)
+        out["psnr_true_maps_masked"] = psnr(truth * obj)
+    return out
+
+
+def _coils_section(quick: bool, device: str) -> list[dict[str, Any]]:
+    cases = (
+        [("cartesian", 48)] if quick else [("cartesian", 64), ("radial", 64), ("cartesian", 128)]
+    )
+    rows = []
+    for trajectory, n in cases:
+        r = coils_benchmark(
+            matrix=n,
+            frames=8 if quick else 12,
+            coils=6 if quick else 8,
+            device=device,
+            repeats=1 if quick else 3,
+            trajectory=trajectory,
+        )
+        rows.append(r)
+        print(
+            f"coils {trajectory} {n}²: time average {r['time_average_s']:.3f} s; CG-SENSE with "
+            f"true maps {r['psnr_true_maps']:.2f} dB, masked {r['psnr_true_maps_masked']:.2f} dB"
+        )
+        for k, v in r["methods"].items():
+            print(
+                f"  {k:8s} {v['seconds']:.3f} s"
+                + (f" ({v['time_vs_bart']:.2f}× bart)" if "time_vs_bart" in v else "")
+                + f", agreement {v['agreement_truth']:.4f}"
+                + (f" (with bart {v['agreement_bart']:.4f})" if "agreement_bart" in v else "")
+                + f", CG-SENSE {v['psnr']:.2f} dB"
+            )
+        if r["bart"] is None:
+            print("coils: bart not found, skipped")
+    return rows
+
+
+SECTIONS["coils"] = _coils_section
+
+
+# -- loader: reading a large raw file against reading its bytes -----------------------------------
+def _write_bulk_raw(
+    path: str, frames: int, lines: int, coils: int, samples: int, noise_scans: int = 8
+) -> int:
+    """A Cartesian real-time series as one ISMRMRD table, written with h5py in one call."""
+    import h5py
+    import ismrmrd
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = noise_scans + frames * lines
+    rows = np.zeros(n, ismrmrd.hdf5.acquisition_dtype)
+    h = rows["head"]
+    h["version"], h["active_channels"], h["available_channels"] = 1, coils, coils
+    h["number_of_samples"], h["center_sample"], h["sample_time_us"] = samples, samples // 2, 2.5
+    h["scan_counter"] = np.arange(n)
+    h["acquisition_time_stamp"] = np.arange(n)
+    h["flags"][:noise_scans] = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
+    h["idx"]["kspace_encode_step_1"][noise_scans:] = np.tile(np.arange(lines), frames)
+    h["idx"]["repetition"][noise_scans:] = np.repeat(np.arange(frames), lines)
+    block = rng.standard_normal((n, coils * samples * 2)).astype(np.float32)
+    line = h["idx"]["kspace_encode_step_1"].astype(np.float32)
+    block[noise_scans:] *= 1 + 20 * np.exp(-((line[noise_scans:, None] - lines // 2) ** 2) / 8)
+    data, traj = np.empty(n, object), np.empty(n, object)
+    for i in range(n):  # set-up, not measured
+        data[i], traj[i] = block[i], np.zeros(0, np.float32)
+    rows["data"], rows["traj"] = data, traj
+    os_ = 2
+    xml = (
+        '<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">'
+        "<experimentalConditions><H1resonanceFrequency_Hz>63500000</H1resonanceFrequency_Hz>"
+        "</experimentalConditions><encoding><encodedSpace><matrixSize>"
+        f"<x>{samples}</x><y>{lines}</y><z>1</z></matrixSize><fieldOfView_mm><x>{300 * os_}</x>"
+        "<y>300</y><z>6</z></fieldOfView_mm></encodedSpace><reconSpace><matrixSize>"
+        f"<x>{samples // os_}</x><y>{lines}</y><z>1</z></matrixSize><fieldOfView_mm><x>300</x>"
+        "<y>300</y><z>6</z></fieldOfView_mm></reconSpace><encodingLimits>"
+        f"<kspace_encoding_step_1><minimum>0</minimum><maximum>{lines - 1}</maximum>"
+        f"<center>{lines // 2}</center></kspace_encoding_step_1></encodingLimits>"
+        "<trajectory>cartesian</trajectory></encoding></ismrmrdHeader>"
+    )
+    with h5py.File(path, "w") as f:
+        f.create_dataset("dataset/xml", data=[xml.encode()], dtype=h5py.string_dtype())
+        f.create_dataset("dataset/data", data=rows, maxshape=(None,), chunks=True)
+    return n
+
+
+def _evict(path: str) -> bool:
+    """Drop one file's pages from the page cache (posix_fadvise; no privileges needed)."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return True
+
+
+def loader_benchmark(
+    frames: int = 192, lines: int = 64, coils: int = 16, samples: int = 128, repeats: int = 3
+) -> dict[str, Any]:
+    """Seconds to read and pre-process a large raw file, against reading its bytes.
+
+    The file (``frames × lines`` readouts of ``coils × samples``, 2× readout oversampling,
+    noise scans) is written to a temporary folder and deleted afterwards. Timed, best of
+    ``repeats``: ``disk_read_s`` (the file's bytes read in 16 MB blocks, the peer),
+    ``h5py_table_s`` (``f['dataset/data'][()]`` alone, HDF5's own floor), ``read_raw_s``
+    (:func:`mridip.io.read_raw`) and ``load_s`` (:func:`mridip.load`: prewhitening, line
+    placement, oversampling removal), all with the file in the page cache; and
+    ``disk_read_cold_s`` / ``read_raw_cold_s`` with the file's pages dropped from the cache
+    first (None where the system cannot drop them).
+    """
+    import tempfile
+
+    import h5py
+
+    from mridip.io import read_raw
+    from mridip.preprocess import load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bulk.h5")
+        n = _write_bulk_raw(path, frames, lines, coils, samples)
+        size = os.path.getsize(path)
+
+        def disk() -> None:
+            with open(path, "rb", buffering=0) as f:
+                while f.read(16 << 20):
+                    pass
+
+        def table() -> None:
+            with h5py.File(path, "r") as f:
+                f["dataset/data"][()]
+
+        def cold(fn: Callable[[], Any]) -> float | None:
+            best = None
+            for _ in range(repeats):
+                if not _evict(path):
+                    return None
+                t0 = time.perf_counter()
+                fn()
+                dt = time.perf_counter() - t0
+                best = dt if best is None else min(best, dt)
+            return best
+
+        cpu = torch.device("cpu")
+        t_disk_cold = cold(disk)
+        t_read_cold = cold(lambda: read_raw(path))
+        t_disk = _time(disk, cpu, repeats)
+        t_table = _time(table, cpu, repeats)
+        t_read = _time(lambda: read_raw(path), cpu, repeats)
+        t_load = _time(lambda: load(path), cpu, repeats)
+    return {
+        "size": {"readouts": n, "coils": coils, "samples": samples, "megabytes": size / 1e6},
+        "disk_read_s": t_disk,
+        "h5py_table_s": t_table,
+        "read_raw_s": t_read,
+        "load_s": t_load,
+        "disk_read_cold_s": t_disk_cold,
+        "read_raw_cold_s": t_read_cold,
+        "read_raw_over_disk": t_read / t_disk,
+        "read_raw_over_h5py": t_read / t_table,
+        "load_over_disk": t_load / t_disk,
+        "read_raw_cold_over_disk_cold": None
+        if t_read_cold is None or t_disk_cold is None
+        else t_read_cold / t_disk_cold,
+        "read_raw_mb_per_s": size / 1e6 / t_read,
+    }
+
+
+def _loader_section(quick: bool, device: str) -> list[dict[str, Any]]:
+    rows = []
+    # the same bytes as 4× more, 4× shorter readouts: per-readout costs would show here
+    shapes = [(24, 128)] if quick else [(192, 128), (768, 32)]
+    for frames, samples in shapes:
+        r = loader_benchmark(frames=frames, samples=samples, repeats=2 if quick else 3)
+        rows.append(r)
+        s = r["size"]
+        cold = ""
+        if r["read_raw_cold_s"] is not None:
+            cold = (
+                f"; cold cache: disk {r['disk_read_cold_s']:.2f} s, read_raw "
+                f"{r['read_raw_cold_s']:.2f} s ({r['read_raw_cold_over_disk_cold']:.1f}× disk)"
+            )
+        print(
+            f"loader {s['megabytes']:.0f} MB ({s['readouts']} readouts × {s['coils']} coils × "
+            f"{s['samples']}): disk {r['disk_read_s']:.2f} s, h5py table "
+            f"{r['h5py_table_s']:.2f} s, read_raw {r['read_raw_s']:.2f} s "
+            f"({r['read_raw_over_disk']:.1f}× disk, {r['read_raw_over_h5py']:.1f}× h5py), "
+            f"load {r['load_s']:.2f} s{cold}"
+        )
+    return rows
+
+
+SECTIONS["loader"] = _loader_section
+
+
+# -- compressed-sensing baselines against BART pics -----------------------------------------------
+def baselines_benchmark(
+    matrix: int = 128,
+    coils: int = 8,
+    frames: int = 20,
+    spokes: int = 13,
+    device: str = "cpu",
+    methods: tuple[str, ...] = ("cgsense", "tv", "wavelet", "lps", "bart"),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seconds and PSNR of the CS baselines and BART ``pics`` on one simulated radial cine.
+
+    The file is simulated, written and loaded as a user's would be (prewhitened, true coil
+    maps); every method runs with its defaults through :func:`mridip.reconstruct` (one run:
+    iterative methods are not repeated). ``bart`` is BART ``pics`` with temporal TV at ``tv``'s
+    weight and ADMM settings (:func:`mridip.bart.bart_tv`); its ``seconds`` include mridip's
+    set-up (operator norm, data scale) and the files, ``bart_process_s`` is BART's process
+    alone. Time ratios are against that process (``time_vs_bart``), quality against
+    ``cgsense`` (``psnr_gain_vs_cgsense``). BART is left out when it is not installed.
+    """
+    import tempfile
+
+    from mridip.bart import bart_executable
+    from mridip.methods import reconstruct
+    from mridip.metrics import evaluate
+    from mridip.preprocess import load
+    from mridip.simulate import SimulationConfig, simulate, write_simulation
+
+    cfg = SimulationConfig(
+        kind="cine",
+        trajectory="radial",
+        matrix=matrix,
+        frames=frames,
+        coils=coils,
+        spokes=spokes,
+        seed=seed,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cine.h5")
+        write_simulation(path, simulate(cfg))
+        scan = load(path)
+    assert scan.maps is not None and scan.reference is not None
+    rows: dict[str, Any] = {}
+    for name in methods:
+        if name == "bart" and bart_executable() is None:
+            continue
+        rec = reconstruct(scan.kspace, name, scan.maps, device=device, seed=seed)
+        q = evaluate(rec.image, scan.reference)
+        rows[name] = {
+            "seconds": rec.seconds,
+            "psnr": q["psnr"],
+            "ssim": q["ssim"],
+            "iters": rec.config.get("iters"),
+        }
+        if "bart_seconds" in rec.config:
+            rows[name]["bart_process_s"] = rec.config["bart_seconds"]
+    # the peer is BART's own process; the `bart` row's seconds add mridip's set-up and files
+    peer = rows["bart"].get("bart_process_s", rows["bart"]["seconds"]) if "bart" in rows else None
+    for r in rows.values():
+        if peer:
+            r["time_vs_bart"] = r["seconds"] / peer
+        if "cgsense" in rows:
+            r["psnr_gain_vs_cgsense"] = r["psnr"] - rows["cgsense"]["psnr"]
+    return {
+        "size": {"matrix": matrix, "coils": coils, "frames": frames, "spokes": spokes},
+        "bart": "pics -m -R T:1024:0:λ (matched to tv)" if "bart" in rows else None,
+        "methods": rows,
+    }
+
+
+def _baselines_section(quick: bool, device: str) -> dict[str, Any]:
+    if quick:
+        r = baselines_benchmark(matrix=48, coils=6, frames=8, device=device)
+    else:
+        r = baselines_benchmark(device=device)
+    s = r["size"]
+    parts = [
+        f"{k} {v['seconds']:.2f} s"
+        + (f" ({v['time_vs_bart']:.2f}× bart)" if "time_vs_bart" in v else "")
+        + f", {v['psnr']:.2f} dB"
+        for k, v in r["methods"].items()
+    ]
+    print(
+        f"baselines {s['matrix']}², {s['coils']} coils, {s['frames']} frames: " + "; ".join(parts)
+    )
+    if r["bart"] is None:
+        print("baselines: bart not found, skipped")
+    return r
+
+
+SECTIONS["baselines"] = _baselines_section

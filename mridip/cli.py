@@ -70,31 +70,76 @@ def _load(a: argparse.Namespace):
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    scan = _load(a)
-    ks, raw = scan.kspace, scan.raw
+    from mridip.io.raw import read_raw
+    from mridip.preprocess import NeedsBinning, prepare
+
+    raw = read_raw(a.raw, group=a.group)
     h = raw.header
+    slices = sorted(set(raw.head["slice"].tolist()))
     lines = [
-        f"file         {raw.path} (group '{raw.group}', header parsed with {h.parsed_with})",
+        f"file         {raw.path} (group '{raw.group}' of {len(raw.groups)}, "
+        f"header parsed with {h.parsed_with})",
         f"trajectory   {h.trajectory}",
         f"matrix       recon {h.recon_matrix[1]}×{h.recon_matrix[0]} (y×x), "
         f"encoded {h.encoded_matrix[1]}×{h.encoded_matrix[0]}, "
         f"FOV {h.recon_fov_mm[1]:.0f}×{h.recon_fov_mm[0]:.0f} mm",
+        f"slices       {len(slices)} (showing --slice {a.slice})",
+    ]
+    noise = raw.dropped.get("noise", 0)
+    try:
+        scan = prepare(
+            raw,
+            slice_index=a.slice,
+            spokes_per_frame=a.spokes_per_frame,
+            time_dim=a.time_dim,
+        )
+    except NeedsBinning:
+        lines += [
+            f"coils        {raw.data.shape[1]}",
+            f"frames       no frame labels: {raw.data.shape[0]} readouts of "
+            f"{raw.data.shape[2]} samples; give --spokes-per-frame to bin them",
+            f"noise scans  {noise}",
+        ]
+        print("\n".join(lines))
+        return 0
+    ks = scan.kspace
+    meta = ks.meta
+    lines += [
         f"coils        {ks.n_coils}",
-        f"slices       {len(set(raw.head['slice'].tolist()))}",
-        f"frames       {ks.n_frames} (time in {ks.meta.get('time_dim') or 'binned stream'})",
+        f"frames       {ks.n_frames} (time in {meta.get('time_dim') or 'binned stream'})",
     ]
     if ks.is_cartesian:
         assert ks.mask is not None
-        per = ks.mask[:, :, 0].sum(1).float()
-        lines.append(f"lines/frame  {per.mean():.1f} of {ks.matrix[0]}")
+        per = ks.mask.any(-1).sum(1).float()
+        lines.append(
+            f"lines/frame  {per.mean():.1f} of {ks.matrix[0]} "
+            f"(partial Fourier {meta.get('partial_fourier', 1):.2f}, "
+            f"echo {meta.get('echo_asymmetry', 1):.2f}, "
+            f"readout oversampling {meta.get('readout_oversampling', 1):g} removed)"
+        )
     else:
-        spf, ro = ks.meta.get("spokes_per_frame"), ks.meta.get("readout_samples")
-        lines.append(f"spokes/frame {spf} × {ro} samples")
+        spf, ro = meta.get("spokes_per_frame"), meta.get("readout_samples")
+        lines.append(
+            f"spokes/frame {spf} × {ro} samples; trajectory {meta.get('trajectory_units')}"
+        )
+    accel = f"acceleration R ≈ {ks.acceleration:.1f}"
+    if h.acceleration and h.acceleration != (1, 1):
+        accel += f" (header: {h.acceleration[0]}×{h.acceleration[1]})"
+    dropped = {k: v for k, v in meta.get("dropped", {}).items() if k != "noise"}
+    ft = ks.frame_times
+    assert ft is not None  # DynamicKSpace fills it in
     lines += [
-        f"acceleration R ≈ {ks.acceleration:.1f}",
-        f"noise scans  {raw.dropped.get('noise', 0)}"
-        + (" (data prewhitened)" if raw.noise is not None else " (not prewhitened)"),
-        f"frame times  {float(ks.frame_times[0]):.3f} … {float(ks.frame_times[-1]):.3f} s",
+        accel,
+        f"noise scans  {noise}"
+        + (
+            f" (prewhitened, noise bandwidth {h.noise_bandwidth:g})"
+            if meta.get("prewhitened")
+            else " (not prewhitened)"
+        ),
+        "dropped      "
+        + (", ".join(f"{n} {why}" for why, n in dropped.items()) if dropped else "nothing"),
+        f"frame times  {float(ft[0]):.3f} … {float(ft[-1]):.3f} s "
+        f"(from {meta.get('frame_times_from', 'the data')})",
         f"reference    {'yes' if scan.reference is not None else 'no'}"
         f"{', with coil maps' if scan.maps is not None else ''}",
     ]
@@ -102,30 +147,107 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _lam_list(text: str) -> list[float]:
+    """``--lam-sweep 1e-3,1e-2,0.1`` → floats (argparse type)."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not values or any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers ≥ 0, got {text!r}")
+    return values
+
+
+def _lam_sweep(a: argparse.Namespace, kspace: Any, maps: Any, reference: Any) -> float:
+    """Run ``--lam-sweep``, print its table, return the λ the discrepancy principle picks."""
+    from mridip.baselines import discrepancy_choice, lam_sweep
+    from mridip.methods import resolve_device
+
+    dev = resolve_device(a.device)
+    ref = reference if reference is not None and reference.shape[0] == kspace.n_frames else None
+    rows = lam_sweep(
+        kspace.to(dev),
+        maps.to(dev),
+        a.method,
+        a.lam_sweep,
+        reference=ref,
+        keep_images=False,
+        iters=a.iters,
+        seed=a.seed,
+    )
+    best = discrepancy_choice(rows)
+    if not a.quiet:
+        head = f"{'lam':>10s} {'lam_abs':>11s} {'residual':>9s} {'chi2':>9s} {'seconds':>8s}"
+        print(head + ("  PSNR dB" if ref is not None else ""))
+        for i, r in enumerate(rows):
+            line = (
+                f"{r['lam']:10.4g} {r.get('lam_abs', float('nan')):11.4g} "
+                f"{r['relative_residual']:9.4f} {r['chi2']:9.4g} {r['seconds']:8.2f}"
+            )
+            line += f"  {r['psnr']:7.2f}" if ref is not None else ""
+            print(line + ("  ← chosen (discrepancy principle)" if i == best else ""))
+    return float(rows[best]["lam"])
+
+
 def cmd_recon(a: argparse.Namespace) -> int:
-    from mridip.coils import estimate_maps
+    from mridip.coils import DEFAULT_METHOD, compress_coils, estimate_maps
     from mridip.io.results import write_recon
     from mridip.methods import reconstruct, resolve_device
     from mridip.metrics import evaluate
 
-    resolve_device(a.device)  # fail before loading on a machine without CUDA
+    dev = resolve_device(a.device)  # fail before loading on a machine without CUDA
     t0 = time.perf_counter()
     scan = _load(a)
-    if a.maps == "file":
-        if scan.maps is None:
+    kspace, stored = scan.kspace, scan.maps
+    if a.coils is not None:  # compress first: the maps are then estimated on fewer coils
+        kspace, stored = compress_coils(kspace, stored, a.coils)
+    source = a.maps
+    if a.maps == "auto":
+        source = "file" if stored is not None else DEFAULT_METHOD
+    if source == "file":
+        if stored is None:
             raise MridipError(f"--maps file: {a.raw} stores no reference coil maps")
-        maps = scan.maps
-    elif a.maps == "auto":
-        maps = scan.maps if scan.maps is not None else estimate_maps(scan.kspace)
+        maps = stored
     else:
-        maps = estimate_maps(scan.kspace, method=a.maps)
+        maps = estimate_maps(kspace.to(dev), method=source)  # on the GPU when asked
     options: dict[str, Any] = {}
     if a.lam is not None:
         options["lam"] = a.lam
+    dip_flags = {
+        "lr": a.lr,
+        "frames_per_step": a.frames_per_step,
+        "holdout": a.holdout,
+        "patience": a.patience,
+        "latent": a.latent,
+        "admm_iters": a.admm,
+        "warm_start_steps": a.warm_start,
+    }
+    options.update({k: v for k, v in dip_flags.items() if v is not None})
+    checkpoint = None
+    if a.resume is not None:
+        checkpoint = Path(a.resume) / "checkpoint.pt"
+        if not checkpoint.exists():
+            raise MridipError(f"--resume: no checkpoint.pt in {a.resume}")
+        options.update(checkpoint=checkpoint, resume=True, checkpoint_every=a.checkpoint_every)
+    elif a.checkpoint_every:
+        checkpoint = Path(a.output) / "checkpoint.pt"
+        options.update(checkpoint=checkpoint, checkpoint_every=a.checkpoint_every)
+    options["progress"] = not a.quiet and sys.stderr.isatty()
+    if a.lam_sweep:
+        options["lam"] = _lam_sweep(a, kspace, maps, scan.reference)
     rec = reconstruct(
-        scan.kspace, a.method, maps, device=a.device, seed=a.seed, iters=a.iters, **options
+        kspace, a.method, maps, device=a.device, seed=a.seed, iters=a.iters, **options
     )
-    config = dict(rec.config, raw=str(a.raw), slice=a.slice, maps=a.maps, group=scan.raw.group)
+    config = dict(
+        rec.config,
+        raw=str(a.raw),
+        slice=a.slice,
+        maps=source,
+        coils=kspace.n_coils,
+        group=scan.raw.group,
+    )
     history = {k: v for k, v in rec.history.items() if len(v)}
     write_recon(
         a.output,
@@ -137,7 +259,9 @@ def cmd_recon(a: argparse.Namespace) -> int:
         history={k: __import__("numpy").asarray(v) for k, v in history.items()},
         seconds=rec.seconds,
     )
-    msg = f"{a.method}: {scan.kspace.describe()} in {rec.seconds:.2f} s → {a.output}/recon.h5"
+    if checkpoint is not None and checkpoint.exists():
+        checkpoint.unlink()  # the fit finished: its outputs are complete
+    msg = f"{a.method}: {kspace.describe()} in {rec.seconds:.2f} s → {a.output}/recon.h5"
     if scan.reference is not None and scan.reference.shape == tuple(rec.image.shape):
         q = evaluate(rec.image, scan.reference)
         msg += f" | vs reference: PSNR {q['psnr']:.2f} dB, SSIM {q['ssim']:.3f}"
@@ -239,9 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sp.add_argument(
             "--time-dim",
-            choices=["phase", "repetition"],
+            choices=["phase", "repetition", "contrast", "set"],
             default=None,
-            help="encoding counter that holds time (default: detected)",
+            help="encoding counter that holds time (default: phase or repetition, detected)",
         )
 
     s = sub.add_parser("info", help="what is in a raw file")
@@ -267,10 +391,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", default="cgsense", help="see `mridip methods`")
     s.add_argument("--iters", type=int, default=None)
     s.add_argument("--lam", type=float, default=None, help="regularisation weight")
-    s.add_argument("--maps", default="auto", help="auto | file | lowres (auto: file if stored)")
+    s.add_argument(
+        "--lam-sweep",
+        type=_lam_list,
+        default=None,
+        metavar="L1,L2,...",
+        help="try these --lam values, print data consistency, keep the discrepancy choice",
+    )
+    s.add_argument(
+        "--maps",
+        default="auto",
+        choices=["auto", "file", "espirit", "walsh", "inati", "lowres"],
+        help="coil maps: stored in the file, or estimated (auto: file if stored, else espirit)",
+    )
+    s.add_argument(
+        "--coils", type=int, default=None, help="compress to this many virtual coils (PCA)"
+    )
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    g = s.add_argument_group("deep image prior methods (dip, tddip, gip, mridip)")
+    g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    g.add_argument("--frames-per-step", type=int, default=None, help="random frame subset per step")
+    g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
+    g.add_argument("--patience", type=int, default=None, help="steps without improvement to stop")
+    g.add_argument("--latent", default=None, help="helix | circle | line | cardiac_resp | ...")
+    g.add_argument("--admm", type=int, default=None, help="GIP's ADMM refinement iterations")
+    g.add_argument("--warm-start", type=int, default=None, help="pretrain steps towards CG-SENSE")
+    g.add_argument("--checkpoint-every", type=int, default=0, help="write OUT/checkpoint.pt")
+    g.add_argument("--resume", default=None, metavar="OUT", help="continue from OUT/checkpoint.pt")
     s.set_defaults(func=cmd_recon)
 
     s = sub.add_parser("eval", help="PSNR, SSIM, NRMSE of a reconstruction against a reference")
@@ -296,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_radial.h5"),
     )
     s.add_argument("--out", default="out/demo")
-    s.add_argument("--methods", default="zf,cgsense,mridip")
+    s.add_argument("--methods", default="zf,cgsense,tv,lps", help="comma-separated methods")
     s.set_defaults(func=cmd_demo)
     return p
 

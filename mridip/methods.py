@@ -108,8 +108,93 @@ register(
     )
 )
 
+
+# -- compressed sensing (mridip/baselines.py, mridip/bart.py; docs/baselines.md) ------------------
+def _cs_kwargs(opts: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The method's own options that were given (None means: the method's default)."""
+    kw = {k: opts[k] for k in names if opts.get(k) is not None}
+    if opts.get("iters") is not None:
+        kw["iters"] = int(opts["iters"])
+    if opts.get("lam") is not None:
+        kw["lam"] = float(opts["lam"])
+    kw["seed"] = int(opts.get("seed") or 0)
+    return kw
+
+
+def _cs_output(r: Any) -> MethodOutput:
+    info = {k: v for k, v in r.info.items() if not isinstance(v, torch.Tensor)}
+    return MethodOutput(r.image, r.history, info)
+
+
+def _run_tv(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import total_variation
+
+    names = ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted")
+    return _cs_output(total_variation(kspace, maps, **_cs_kwargs(opts, names)))
+
+
+def _run_wavelet(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import wavelet_fourier
+
+    names = ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted")
+    return _cs_output(wavelet_fourier(kspace, maps, **_cs_kwargs(opts, names)))
+
+
+def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import low_rank_plus_sparse
+
+    names = ("lam_lowrank", "density_weighted")
+    return _cs_output(low_rank_plus_sparse(kspace, maps, **_cs_kwargs(opts, names)))
+
+
+def _run_bart(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.bart import bart_tv
+
+    names = ("lam_spatial", "lam_wavelet", "cg_iters", "rho", "gpu")
+    kw = _cs_kwargs(opts, names)
+    kw.pop("seed")
+    return _cs_output(bart_tv(kspace, maps, **kw))
+
+
+register(
+    MethodSpec(
+        "tv",
+        _run_tv,
+        "temporal (+ spatial) total variation by ADMM, λ relative to the data",
+        "baseline",
+        default_iters=30,
+    )
+)
+register(
+    MethodSpec(
+        "wavelet",
+        _run_wavelet,
+        "ℓ1 of spatial wavelets of the temporal Fourier transform (k-t SPARSE) by POGM",
+        "baseline",
+        default_iters=60,
+    )
+)
+register(
+    MethodSpec(
+        "lps",
+        _run_lps,
+        "low rank + sparse (Otazo 2015): SVT + temporal-Fourier ℓ1, by POGM (Lin & Fessler)",
+        "baseline",
+        default_iters=50,
+    )
+)
+register(
+    MethodSpec(
+        "bart",
+        _run_bart,
+        "BART pics with temporal TV on the same data (needs `bart` on the PATH)",
+        "baseline",
+        default_iters=30,
+    )
+)
+
 #: Methods that DESIGN.md names and later versions add (shown as "planned").
-PLANNED = ("tv", "lps", "wavelet", "bart", "dip", "tddip", "gip", "mridip")
+PLANNED: tuple[str, ...] = ()
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -200,3 +285,82 @@ def reconstruct(
         config=config,
         frame_times=kspace.frame_times,
     )
+
+
+# -- deep image prior methods ---------------------------------------------------------------------
+#: Options of the DIP methods that go to :class:`mridip.recon.FitConfig`.
+FIT_OPTIONS = (
+    "lr",
+    "frames_per_step",
+    "holdout",
+    "patience",
+    "eval_every",
+    "min_steps",
+    "final",
+    "warm_start_steps",
+    "admm_iters",
+    "admm_rho",
+    "admm_net_steps",
+    "density_weighted",
+    "amp",
+    "channels_last",
+)
+#: Options that go to the generator (:func:`mridip.models.build_generator`).
+GENERATOR_OPTIONS = ("latent", "cycles", "period", "resp_period", "width", "k", "knn_every")
+
+
+def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
+    def run(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+        from mridip.models import build_generator
+        from mridip.recon import FitConfig, Reconstructor
+
+        seed = int(opts.get("seed") or 0)
+        fit_kw = {k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None}
+        if opts.get("iters"):
+            fit_kw["max_steps"] = int(opts["iters"])
+        config = FitConfig(seed=seed, **fit_kw)
+        gen_kw = {k: opts[k] for k in GENERATOR_OPTIONS if opts.get(k) is not None}
+        assert kspace.frame_times is not None
+        generator = build_generator(
+            preset,
+            matrix=kspace.matrix,
+            frame_times=kspace.frame_times.to(torch.float32),
+            seed=seed,
+            **gen_kw,
+        )
+        rec = Reconstructor(
+            kspace,
+            maps,
+            generator,
+            config,
+            device=kspace.device,
+            checkpoint=opts.get("checkpoint"),
+            checkpoint_every=int(opts.get("checkpoint_every") or 0),
+            progress=bool(opts.get("progress", True)),
+        )
+        res = rec.fit(resume=bool(opts.get("resume", False)))
+        info = dict(res.info, parameters=generator.param_count(), preset=preset, **gen_kw)
+        return MethodOutput(res.image, res.history, info)
+
+    return run
+
+
+def _register_dip() -> None:
+    descriptions = {
+        "dip": "deep image prior: fixed noise per frame → one shared CNN decoder (Ulyanov 2018)",
+        "tddip": "time-dependent DIP: time manifold → MapNet → shared CNN decoder (Yoo 2021)",
+        "gip": "graph image prior: per-frame CNNs → graph network over frames (Li 2024)",
+        "mridip": "time manifold + MapNet → per-frame CNNs → graph network over frames (default)",
+    }
+    for name, text in descriptions.items():
+        register(MethodSpec(name, _run_dip(name), text, "dip", default_iters=_dip_default_steps()))
+
+
+def _dip_default_steps() -> int:
+    """Default step limit of the DIP fits (kept in one place: :class:`mridip.recon.FitConfig`)."""
+    from mridip.recon import FitConfig
+
+    return FitConfig().max_steps
+
+
+_register_dip()

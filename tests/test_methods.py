@@ -75,3 +75,12 @@ def test_cgsense_on_cuda_matches_cpu(cine):
     cpu = mridip.reconstruct(cine.kspace, "cgsense", cine.maps, iters=5)
     gpu = mridip.reconstruct(cine.kspace, "cgsense", cine.maps, iters=5, device="cuda")
     assert float((cpu.image - gpu.image).norm() / cpu.image.norm()) < 1e-3
+
+
+def test_cgsense_lambda_is_relative_to_the_operator(cine):
+    """Maps ×10 scale AᴴA by 100: with a relative λ the image is exactly ÷10, not re-weighted."""
+    a = cg_sense(cine.kspace, cine.maps, iters=8, lam=0.5).image
+    b = cg_sense(cine.kspace, cine.maps * 10, iters=8, lam=0.5).image
+    assert float((b * 10 - a).norm() / a.norm()) < 1e-3
+    plain = cg_sense(cine.kspace, cine.maps, iters=8, lam=0.0).image
+    assert float((plain - a).norm() / a.norm()) > 1e-2  # λ = 0.5 does act

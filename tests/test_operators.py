@@ -114,3 +114,19 @@ def test_for_kspace_checks_maps():
         for_kspace(ks, torch.ones(C, N, N + 1, dtype=torch.complex64))
     op = for_kspace(ks, torch.ones(C, N, N, dtype=torch.complex64), density_weighted=True)
     assert torch.equal(op.weights, ks.dcf)
+
+
+def test_torchkbnufft_survives_torch_geometric_imported_first():
+    """torch_geometric patches torch.index_select, which breaks torchkbnufft's TorchScript
+    compilation; mridip's import order (and its fallback) must keep the NUFFT working."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch_geometric, mridip, torch, torchkbnufft as t;"
+        "op = t.KbNufftAdjoint(im_size=(8, 8));"
+        "print(op(torch.ones(1, 1, 10, dtype=torch.complex64), torch.rand(2, 10)).shape)"
+    )
+    r = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-500:]
+    assert "torch.Size([1, 1, 8, 8])" in r.stdout

@@ -1,0 +1,619 @@
+"""The generator presets: ``dip``, ``tddip``, ``gip`` and ``mridip``.
+
+Each preset is a function of the matrix, the frame times and a seed that returns a
+:class:`Generator`: an ``nn.Module`` whose codes are buffers (or fitted embeddings) and whose
+``forward()`` returns the complex image series ``(T, Ny, Nx)``. All parts — MapNet, stage-1 CNNs
+and the graph network — are ordinary parameters of one module and are fitted jointly.
+
+==========  ====================  ==================  =====================================
+preset      code ``z_t``          stage 1             stage 2
+==========  ====================  ==================  =====================================
+``dip``     noise maps per frame  one shared decoder  —
+``tddip``   helix → MapNet        one shared decoder  —
+``gip``     one shared noise map  a CNN per frame     kNN graph network, per-node weights
+``mridip``  helix → MapNet        a CNN per frame     kNN graph network, per-slot weights
+==========  ====================  ==================  =====================================
+
+Reference facts the presets reproduce at 128²:
+
+- TDDIP (Yoo et al., IEEE TMI 2021; github jaejun-yoo/TDDIP): helix ``(cos, sin, linear)``;
+  MapNet ``3 → 512 → 64`` reshaped to ``1 × 8 × 8``; decoder of width 128, four nearest-neighbour
+  upsamplings with two 3×3 convolutions (batch norm, ReLU, no bias) per level, 3×3 convolution to
+  two channels; 1,368,000 parameters.
+- GIP (Li et al., arXiv 2403.15770; github lizs17/GIP_Cardiac_MRI): one ``N(0, 1)`` noise map
+  ``8 × 8 × 8`` shared by per-frame CNNs ``384 → 192 → 96 → 48 → 24 → 24 → 24`` channels with
+  bilinear upsampling, ELU and instance norm (920,088 parameters per frame without the
+  pretraining head), ``N(0, 0.02)`` initialisation; graph network with ``k = 7`` (see
+  :mod:`mridip.models.graph`).
+
+Departures, all deliberate: TDDIP's batch norm saw one frame per step, so its statistics are
+per-frame; here the same per-frame statistics come from instance norm with affine (equal
+parameter count) so that frames can be batched. GIP's per-frame 1×1 heads on stage 1 serve only
+its stage-wise pretraining and are left out (they do not reach the output, so they would never
+be fitted). GIP's feature-extraction network for the kNN graph never receives a gradient (the
+graph comes from ``topk``), so its random weights are buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mridip.errors import ConfigError
+from mridip.models.cnn import ConvDecoder, PerFrameDecoder, frames_view
+from mridip.models.graph import FrameFeatures, FrameGraph, GraphStage, stage1_descriptors
+from mridip.models.latents import (
+    MANIFOLDS,
+    EmbeddingCode,
+    ManifoldCode,
+    MapNet,
+    NoiseCode,
+    time_manifold,
+)
+
+__all__ = [
+    "PRESETS",
+    "DecoderGenerator",
+    "Generator",
+    "GraphGenerator",
+    "PresetInfo",
+    "build_generator",
+    "describe_presets",
+]
+
+LATENTS = (*MANIFOLDS, "embedding", "noise")
+
+
+class Generator(nn.Module):
+    """Base class: a module that maps its fixed codes to a complex image series.
+
+    Attributes
+    ----------
+    preset
+        Name of the preset that built it.
+    matrix
+        ``(Ny, Nx)``.
+    n_frames
+        ``T``.
+    """
+
+    def __init__(self, preset: str, matrix: tuple[int, int], n_frames: int) -> None:
+        super().__init__()
+        self.preset = preset
+        self.matrix = (int(matrix[0]), int(matrix[1]))
+        self.n_frames = int(n_frames)
+
+    def _frames(self, frames: Tensor | Sequence[int] | None) -> Tensor | None:
+        """Validated frame indices as a long tensor on the module's device (None: all)."""
+        if frames is None:
+            return None
+        device = next(iter(self.parameters())).device
+        idx = torch.as_tensor(frames, device=device).reshape(-1)
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise ValueError(f"frame indices must be integers, got {idx.dtype}")
+        idx = idx.to(torch.long)
+        if idx.numel() == 0:
+            raise ValueError("no frames requested")
+        if int(idx.min()) < 0 or int(idx.max()) >= self.n_frames:
+            raise ValueError(f"frame indices must lie in [0, {self.n_frames}), got {idx.tolist()}")
+        return idx
+
+    def param_count(self) -> int:
+        """Number of fitted parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def forward(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
+        """The image series.
+
+        Parameters
+        ----------
+        frames
+            ``(B,)`` frame indices; None for all frames.
+
+        Returns
+        -------
+        Tensor
+            Complex ``(B, Ny, Nx)`` (``(T, Ny, Nx)`` for all frames), complex64 for float32
+            weights; an O(1) range, to be scaled by the caller.
+        """
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"preset={self.preset!r}, matrix={self.matrix}, n_frames={self.n_frames}"
+
+
+class DecoderGenerator(Generator):
+    """Codes (→ MapNet) → one shared decoder: ``dip`` and ``tddip``.
+
+    Every frame is computed independently, so ``forward(frames)`` computes only those frames.
+    """
+
+    def __init__(
+        self,
+        preset: str,
+        code: nn.Module,
+        decoder: ConvDecoder,
+        mapnet: MapNet | None = None,
+    ) -> None:
+        super().__init__(preset, decoder.sizes[-1], _n_frames(code))
+        self.code = code
+        self.mapnet = mapnet
+        self.decoder = decoder
+
+    def forward(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
+        idx = self._frames(frames)
+        z = self.code(idx)
+        if self.mapnet is not None:
+            z = self.mapnet(z)
+        y = self.decoder(z)
+        return torch.complex(y[:, 0], y[:, 1])
+
+
+class GraphGenerator(Generator):
+    """Codes (→ MapNet) → per-frame CNNs → graph network over frames: ``gip`` and ``mridip``.
+
+    ``forward(frames)`` computes stage 1 for the frames' two-hop graph neighbourhood (often all
+    frames: with ``k = 7`` of 18 frames it nearly always is) and the graph stage for those needed
+    by the requested frames; when the graph is due for recomputation (see :class:`FrameGraph`),
+    stage 1 runs for all frames.
+    """
+
+    def __init__(
+        self,
+        preset: str,
+        code: nn.Module,
+        stage1: PerFrameDecoder,
+        features: FrameFeatures,
+        graph: FrameGraph,
+        stage2: GraphStage,
+        mapnet: MapNet | None = None,
+    ) -> None:
+        super().__init__(preset, stage1.sizes[-1], stage1.n_frames)
+        self.code = code
+        self.mapnet = mapnet
+        self.stage1 = stage1
+        self.features = features
+        self.graph = graph
+        self.stage2 = stage2
+
+    def _closure(self, targets: Tensor) -> Tensor | None:
+        """Sorted frames within two graph hops of ``targets`` (None when that is all)."""
+        nb = self.graph.neighbours
+        hop1 = torch.unique(torch.cat([targets, nb[targets].reshape(-1)]))
+        nodes = torch.unique(torch.cat([hop1, nb[hop1].reshape(-1)]))
+        return None if nodes.numel() == self.n_frames else nodes
+
+    def stage1_features(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
+        """Stage-1 feature maps ``(B, C, Ny, Nx)`` of the given frames (all when None)."""
+        idx = self._frames(frames)
+        n = self.n_frames if idx is None else int(idx.numel())
+        return frames_view(self._stage1(idx), n).contiguous()
+
+    def _stage1(self, nodes: Tensor | None) -> Tensor:
+        z = self.code(nodes)
+        if self.mapnet is not None:
+            z = self.mapnet(z)
+        return self.stage1(z, nodes)
+
+    def forward(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
+        targets = self._frames(frames)
+        due = self.graph.due()
+        nodes = None if targets is None or due else self._closure(targets)
+        x = self._stage1(nodes)
+        if due:
+            self.graph.update(stage1_descriptors(self.features, x, self.n_frames))
+        self.graph.tick()
+        y = self.stage2(x, self.graph.neighbours, nodes, targets)  # (H, W, B, 2)
+        return torch.view_as_complex(y.permute(2, 0, 1, 3).contiguous())
+
+
+def _n_frames(code: nn.Module) -> int:
+    if isinstance(code, ManifoldCode):
+        return int(code.codes.shape[0])
+    if isinstance(code, EmbeddingCode):
+        return int(code.weight.shape[0])
+    if isinstance(code, NoiseCode):
+        return code.n_frames
+    raise TypeError(f"unknown code module {type(code).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks shared by the presets
+
+
+def _time_code(
+    latent: str,
+    frame_times: Tensor,
+    *,
+    cycles: float,
+    period: float | None,
+    resp_period: float | None,
+    embed_dim: int,
+) -> nn.Module:
+    n = int(frame_times.numel())
+    if latent in MANIFOLDS:
+        codes = time_manifold(
+            frame_times, latent, cycles=cycles, period=period, resp_period=resp_period
+        )
+        return ManifoldCode(codes)
+    if latent == "embedding":
+        return EmbeddingCode(n, embed_dim)
+    if latent == "noise":
+        return NoiseCode((embed_dim,), n, distribution="normal", scale=1.0)
+    raise ConfigError(f"unknown latent {latent!r}; choose one of {list(LATENTS)}")
+
+
+def _code_dim(code: nn.Module) -> int:
+    return int(code.dim)  # type: ignore[operator, arg-type]
+
+
+def _build_dip(
+    matrix: tuple[int, int],
+    frame_times: Tensor,
+    *,
+    width: int,
+    n_up: int,
+    n_extra: int,
+    code_channels: int,
+    noise_scale: float,
+    upsample: str,
+    norm: str,
+) -> Generator:
+    decoder = ConvDecoder(
+        code_channels, matrix, width=width, n_up=n_up, n_extra=n_extra, upsample=upsample, norm=norm
+    )
+    code = NoiseCode(decoder.in_shape, int(frame_times.numel()), scale=noise_scale)
+    return DecoderGenerator("dip", code, decoder)
+
+
+def _build_tddip(
+    matrix: tuple[int, int],
+    frame_times: Tensor,
+    *,
+    latent: str,
+    cycles: float,
+    period: float | None,
+    resp_period: float | None,
+    embed_dim: int,
+    hidden: int,
+    depth: int,
+    code_channels: int,
+    width: int,
+    n_up: int,
+    n_extra: int,
+    upsample: str,
+    norm: str,
+) -> Generator:
+    code = _time_code(
+        latent,
+        frame_times,
+        cycles=cycles,
+        period=period,
+        resp_period=resp_period,
+        embed_dim=embed_dim,
+    )
+    decoder = ConvDecoder(
+        code_channels, matrix, width=width, n_up=n_up, n_extra=n_extra, upsample=upsample, norm=norm
+    )
+    mapnet = MapNet(_code_dim(code), decoder.in_shape, hidden=hidden, depth=depth)
+    return DecoderGenerator("tddip", code, decoder, mapnet)
+
+
+def _graph_generator(
+    preset: str,
+    code: nn.Module,
+    mapnet: MapNet | None,
+    stage1: PerFrameDecoder,
+    *,
+    k: int,
+    knn_every: int,
+    knn_features: str,
+    node_specific: bool,
+    per_frame_heads: bool,
+    agg_norm: str,
+    init_std: float | None,
+) -> GraphGenerator:
+    n_frames = stage1.n_frames
+    stage2 = GraphStage(
+        n_frames,
+        stage1.out_channels,
+        k,
+        node_specific=node_specific,
+        per_frame_heads=per_frame_heads,
+        agg_norm=agg_norm,
+    )
+    if init_std is not None:
+        stage1.reset_parameters(init_std)
+        stage2.reset_parameters(init_std)
+    features = FrameFeatures(stage1.out_channels, knn_features)
+    graph = FrameGraph(n_frames, k, knn_every)
+    return GraphGenerator(preset, code, stage1, features, graph, stage2, mapnet)
+
+
+def _build_gip(
+    matrix: tuple[int, int],
+    frame_times: Tensor,
+    *,
+    code_channels: int,
+    shared_code: bool,
+    width: int,
+    mults: Sequence[int],
+    n_up: int,
+    upsample: str,
+    k: int,
+    knn_every: int,
+    knn_features: str,
+    init_std: float | None,
+) -> Generator:
+    n = int(frame_times.numel())
+    stage1 = PerFrameDecoder(
+        n, code_channels, matrix, width=width, mults=mults, n_up=n_up, upsample=upsample
+    )
+    code = NoiseCode(stage1.in_shape, n, shared=shared_code, distribution="normal", scale=1.0)
+    return _graph_generator(
+        "gip",
+        code,
+        None,
+        stage1,
+        k=k,
+        knn_every=knn_every,
+        knn_features=knn_features,
+        node_specific=True,
+        per_frame_heads=True,
+        agg_norm="batch",
+        init_std=init_std,
+    )
+
+
+def _build_mridip(
+    matrix: tuple[int, int],
+    frame_times: Tensor,
+    *,
+    latent: str,
+    cycles: float,
+    period: float | None,
+    resp_period: float | None,
+    embed_dim: int,
+    hidden: int,
+    depth: int,
+    code_channels: int,
+    width: int,
+    mults: Sequence[int],
+    n_up: int,
+    upsample: str,
+    k: int,
+    knn_every: int,
+    knn_features: str,
+    node_specific: bool,
+    init_std: float | None,
+) -> Generator:
+    n = int(frame_times.numel())
+    code = _time_code(
+        latent,
+        frame_times,
+        cycles=cycles,
+        period=period,
+        resp_period=resp_period,
+        embed_dim=embed_dim,
+    )
+    stage1 = PerFrameDecoder(
+        n, code_channels, matrix, width=width, mults=mults, n_up=n_up, upsample=upsample
+    )
+    mapnet = MapNet(_code_dim(code), stage1.in_shape, hidden=hidden, depth=depth)
+    return _graph_generator(
+        "mridip",
+        code,
+        mapnet,
+        stage1,
+        k=k,
+        knn_every=knn_every,
+        knn_features=knn_features,
+        node_specific=node_specific,
+        per_frame_heads=True,
+        agg_norm="instance",
+        init_std=init_std,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the preset table
+
+
+_TIME = {"latent": "helix", "cycles": 1.0, "period": None, "resp_period": None, "embed_dim": 3}
+
+
+@dataclass(frozen=True)
+class PresetInfo:
+    """One generator preset.
+
+    Attributes
+    ----------
+    name
+        Preset name (``--method``).
+    description
+        One line for ``mridip methods``.
+    reference
+        Where the design comes from.
+    defaults
+        Every option the preset takes, with its default; ``build_generator`` overrides them.
+    """
+
+    name: str
+    description: str
+    reference: str
+    builder: Callable[..., Generator] = field(repr=False)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def param_count(self, matrix: tuple[int, int], n_frames: int, **overrides: Any) -> int:
+        """Number of fitted parameters at this matrix and frame count (nothing is allocated)."""
+        with torch.device("meta"):
+            times = torch.arange(n_frames, dtype=torch.float64, device="cpu")
+            model = build_generator(self.name, matrix=matrix, frame_times=times, **overrides)
+        return model.param_count()
+
+
+PRESETS: dict[str, PresetInfo] = {
+    "dip": PresetInfo(
+        "dip",
+        "fixed random noise per frame → one shared CNN decoder",
+        "Ulyanov et al., CVPR 2018",
+        _build_dip,
+        {
+            "width": 128,
+            "n_up": 4,
+            "n_extra": 1,
+            "code_channels": 8,
+            "noise_scale": 0.1,
+            "upsample": "nearest",
+            "norm": "instance",
+        },
+    ),
+    "tddip": PresetInfo(
+        "tddip",
+        "helix time manifold → MapNet → one shared CNN decoder",
+        "Yoo et al., IEEE TMI 2021",
+        _build_tddip,
+        {
+            **_TIME,
+            "hidden": 512,
+            "depth": 0,
+            "code_channels": 1,
+            "width": 128,
+            "n_up": 4,
+            "n_extra": 1,
+            "upsample": "nearest",
+            "norm": "instance",
+        },
+    ),
+    "gip": PresetInfo(
+        "gip",
+        "shared noise → an independent CNN per frame → kNN graph network over frames",
+        "Li et al., arXiv 2403.15770",
+        _build_gip,
+        {
+            "code_channels": 8,
+            "shared_code": True,
+            "width": 24,
+            "mults": (16, 8, 4, 2, 1, 1, 1),
+            "n_up": 4,
+            "upsample": "bilinear",
+            "k": 7,
+            "knn_every": 1,
+            "knn_features": "fen",
+            "init_std": 0.02,
+        },
+    ),
+    "mridip": PresetInfo(
+        "mridip",
+        "time manifold → MapNet → per-frame CNNs → kNN graph network with shared message weights",
+        "this project: TDDIP's time manifold with GIP's per-frame CNNs and frame graph",
+        _build_mridip,
+        {
+            **_TIME,
+            "hidden": 512,
+            "depth": 0,
+            "code_channels": 8,
+            "width": 16,
+            "mults": (8, 8, 4, 2, 1, 1, 1),
+            "n_up": 4,
+            "upsample": "bilinear",
+            "k": 5,
+            "knn_every": 10,
+            "knn_features": "fen",
+            "node_specific": False,
+            "init_std": None,
+        },
+    ),
+}
+
+
+def build_generator(
+    name: str,
+    *,
+    matrix: tuple[int, int],
+    frame_times: Tensor | Sequence[float],
+    seed: int = 0,
+    **overrides: Any,
+) -> Generator:
+    """Build a generator preset.
+
+    Parameters
+    ----------
+    name
+        One of :data:`PRESETS`: ``"dip"``, ``"tddip"``, ``"gip"``, ``"mridip"``.
+    matrix
+        Image size ``(Ny, Nx)``; any positive size.
+    frame_times
+        ``(T,)`` frame times in seconds (irregular spacing is fine); ``T`` is the number of
+        frames.
+    seed
+        Seed of the weights and noise codes; the global random state is left untouched.
+    **overrides
+        Options of the preset (``PRESETS[name].defaults``), e.g. ``latent="line"`` for perfusion,
+        ``latent="cardiac_resp", resp_period=4.5``, ``cycles=13``, ``period=0.8``, ``k=5``,
+        ``knn_every=0`` (frozen graph), ``width=...``.
+
+    Returns
+    -------
+    Generator
+        On the CPU (move it with ``.to(device)``); ``model()`` gives complex64 ``(T, Ny, Nx)``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset or option, bad matrix, frame times or option value.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown generator {name!r}; choose one of {sorted(PRESETS)}")
+    info = PRESETS[name]
+    unknown = sorted(set(overrides) - set(info.defaults))
+    if unknown:
+        raise ConfigError(
+            f"generator {name!r} has no option {', '.join(unknown)}; "
+            f"its options are {', '.join(sorted(info.defaults))}"
+        )
+    try:
+        ny, nx = (int(s) for s in matrix)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"matrix must be two integers (Ny, Nx), got {matrix!r}") from exc
+    if ny < 1 or nx < 1:
+        raise ConfigError(f"matrix must be positive, got {matrix!r}")
+    times = torch.as_tensor(frame_times, dtype=torch.float64, device="cpu").reshape(-1)
+    if times.numel() == 0:
+        raise ConfigError("frame_times is empty: a generator needs at least one frame")
+    if not bool(torch.isfinite(times).all()):
+        raise ConfigError("frame_times holds NaN or infinite values")
+    options = {**info.defaults, **overrides}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return info.builder((ny, nx), times, **options)
+
+
+def describe_presets(matrix: tuple[int, int], n_frames: int) -> list[dict[str, Any]]:
+    """Name, parameter count, description and reference of every preset.
+
+    Parameters
+    ----------
+    matrix
+        ``(Ny, Nx)`` for the parameter counts.
+    n_frames
+        ``T`` for the parameter counts.
+
+    Returns
+    -------
+    list of dict
+        One ``{"name", "params", "description", "reference"}`` per preset, in table order.
+    """
+    return [
+        {
+            "name": info.name,
+            "params": info.param_count(matrix, n_frames),
+            "description": info.description,
+            "reference": info.reference,
+        }
+        for info in PRESETS.values()
+    ]

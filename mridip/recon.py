@@ -1,0 +1,510 @@
+"""The Reconstructor: fit a generator to one scan's k-space, all frames jointly.
+
+The data term goes through the normal operator (DESIGN §5): with ``T = AᴴWA`` (Toeplitz for
+non-Cartesian data) and ``b = AᴴWy`` computed once, ``‖Ax − y‖²_W = Re⟨x, Tx⟩ − 2Re⟨x, b⟩ + c``,
+so a step costs one generator pass and one ``normal``, with no NUFFT.
+
+Stopping needs no reference: a small random part of the measured samples (``holdout``) is
+left out of the fit; their residual is tracked every ``eval_every`` steps, the weights with the
+lowest held-out residual are kept, and the fit stops ``patience`` steps after the last
+improvement. Then the held-out samples rejoin through a final data-consistency step (see
+:class:`FitConfig`, ``final``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mridip.errors import ConfigError
+from mridip.kspace import DynamicKSpace
+from mridip.operators import DynamicSense, for_kspace, normal_loss
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Settings of a DIP fit; the defaults work on 64²–256² cines on CPU and GPU.
+
+    Attributes
+    ----------
+    max_steps
+        Upper bound of Adam steps (the stopping rule usually ends the fit earlier).
+    lr
+        Adam learning rate; halved at ``lr_halve_at`` fractions of ``max_steps``.
+    frames_per_step
+        Fit a random subset of this many frames per step (None: all frames). Subsets are drawn
+        without replacement within an epoch, so every frame is visited once per epoch.
+    density_weighted
+        Weight the data term by the density compensation (non-Cartesian): faster, better
+        conditioned fits.
+    holdout
+        Fraction of each frame's samples held out for the stopping rule (0 disables stopping).
+    eval_every, patience
+        Held-out residual every ``eval_every`` steps; stop ``patience`` steps after the best.
+    min_steps
+        Never stop before this step.
+    final
+        ``"dc"``: a data-consistency step on all data (held-out samples included):
+        ``(AᴴWA + μI)x = AᴴWy + μG`` by ``final_iters`` CG iterations from ``G``;
+        ``"refit"``: ``refit_steps`` more Adam steps on all data from the best weights;
+        ``"none"``: the best generator output as it is.
+    final_mu
+        ``μ`` of the data-consistency step relative to the mean eigenvalue of ``AᴴWA``.
+    warm_start_steps
+        Before the fit, pretrain the generator towards the CG-SENSE image (image-domain MSE) for
+        this many steps (0: off).
+    admm_iters
+        GIP's refinement after the fit: outer ADMM iterations alternating a CG image update on
+        ``(AᴴWA + ρI)x = AᴴWy + ρG − Λ`` with ``admm_net_steps`` network steps towards
+        ``x + Λ/ρ`` (0: off). The output is then the last ``x``.
+    amp
+        bfloat16 autocast of the generator on CUDA (the data term stays in float32).
+    channels_last
+        Channels-last memory format for the generator's convolutions.
+    seed
+        Seed of weights, hold-out choice and frame order.
+    """
+
+    max_steps: int = 3000
+    lr: float = 2e-3
+    lr_halve_at: tuple[float, ...] = (0.5, 0.75)
+    frames_per_step: int | None = None
+    density_weighted: bool = True
+    holdout: float = 0.05
+    eval_every: int = 20
+    patience: int = 400
+    min_steps: int = 200
+    final: str = "dc"
+    final_mu: float = 1.0
+    final_iters: int = 5
+    refit_steps: int = 50
+    warm_start_steps: int = 0
+    admm_iters: int = 0
+    admm_rho: float = 0.5
+    admm_net_steps: int = 100
+    admm_cg_iters: int = 5
+    amp: bool = True
+    channels_last: bool = False
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` on impossible settings."""
+        if self.max_steps < 1:
+            raise ConfigError(f"max steps must be ≥ 1, got {self.max_steps}")
+        if not 0 <= self.holdout < 0.5:
+            raise ConfigError(f"holdout must be in [0, 0.5), got {self.holdout}")
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if self.final not in ("dc", "refit", "none"):
+            raise ConfigError(f"final must be dc, refit or none, not {self.final!r}")
+        if self.frames_per_step is not None and self.frames_per_step < 1:
+            raise ConfigError(f"frames per step must be ≥ 1, got {self.frames_per_step}")
+        if self.eval_every < 1 or self.patience < 1:
+            raise ConfigError("eval_every and patience must be ≥ 1")
+
+
+@dataclass
+class FitResult:
+    """Output of :meth:`Reconstructor.fit`.
+
+    Attributes
+    ----------
+    image
+        ``(T, Ny, Nx)`` complex64 on the CPU, in the data's units.
+    history
+        ``step``, ``loss`` (relative data residual of the fitted samples), ``lr``, and
+        ``val_step``/``val_residual`` (relative held-out residual) as lists.
+    best_step
+        Step whose weights were kept (the last step without a hold-out).
+    stopped_early
+        True when the stopping rule ended the fit before ``max_steps``.
+    seconds
+        Wall time of the fit.
+    """
+
+    image: torch.Tensor
+    history: dict[str, list[float]]
+    best_step: int
+    stopped_early: bool
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _holdout_weights(
+    kspace: DynamicKSpace, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Fit and held-out 0/1 weights over the measured samples (shapes of the operator weights)."""
+    if fraction <= 0:
+        return None
+    if kspace.is_cartesian:
+        assert kspace.mask is not None
+        u = torch.rand(kspace.mask.shape, generator=generator).to(kspace.device)
+        held = (u < fraction) & kspace.mask
+    else:
+        t, _, k = kspace.data.shape
+        u = torch.rand((t, 1, k), generator=generator).to(kspace.device)
+        held = u < fraction
+    held_f = held.to(torch.float32)
+    return 1.0 - held_f, held_f
+
+
+def data_scale(kspace: DynamicKSpace, maps: torch.Tensor) -> float:
+    """The 99th percentile of the zero-filled magnitude: divides the data so images are O(1)."""
+    from mridip.baselines import zero_filled
+
+    zf = zero_filled(kspace, maps).image.abs()
+    q = float(torch.quantile(zf.flatten()[:: max(1, zf.numel() // 200_000)].float(), 0.99))
+    return q if q > 0 and math.isfinite(q) else 1.0
+
+
+class Reconstructor:
+    """Fit a generator to a scan, all frames jointly, on CPU or CUDA.
+
+    Parameters
+    ----------
+    kspace
+        The data (moved to ``device``).
+    maps
+        Coil maps ``(C, Ny, Nx)``.
+    generator
+        A :class:`mridip.models.Generator` (``forward(frames)`` → complex ``(B, Ny, Nx)``).
+    config
+        :class:`FitConfig`.
+    device
+        ``"cpu"`` or ``"cuda"``.
+    checkpoint
+        Path of a checkpoint file written every ``checkpoint_every`` steps (atomically), and
+        read back by :meth:`fit` when ``resume`` is True.
+    checkpoint_every
+        Steps between checkpoints (0: none).
+    progress
+        Show a progress bar (step, loss, held-out residual, steps per second, ETA).
+    """
+
+    def __init__(
+        self,
+        kspace: DynamicKSpace,
+        maps: torch.Tensor,
+        generator: torch.nn.Module,
+        config: FitConfig | None = None,
+        device: str | torch.device = "cpu",
+        checkpoint: str | os.PathLike[str] | None = None,
+        checkpoint_every: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.config = config or FitConfig()
+        self.config.check()
+        self.device = torch.device(device)
+        self.kspace = kspace.to(self.device)
+        self.maps = maps.to(self.device)
+        self.generator = generator.to(self.device)
+        if self.config.channels_last:
+            self.generator = self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.scale = data_scale(self.kspace, self.maps)
+        self._rng = torch.Generator().manual_seed(self.config.seed + 1)
+        split = _holdout_weights(self.kspace, self.config.holdout, self._rng)
+        y = self.kspace.data / self.scale
+        dcf = None
+        if not self.kspace.is_cartesian and self.config.density_weighted:
+            dcf = self.kspace.dcf
+        fit_w = None if split is None else split[0]
+        self.op_fit = self._operator(dcf, fit_w)
+        self.rhs_fit = self.op_fit.weighted_adjoint(y)
+        self.yy_fit = self._weighted_energy(y, dcf, fit_w)
+        self.op_val: DynamicSense | None = None
+        if split is not None:
+            self.op_val = self._operator(dcf, split[1])
+            self.rhs_val = self.op_val.weighted_adjoint(y)
+            self.yy_val = self._weighted_energy(y, dcf, split[1])
+        self.op_all = self._operator(dcf, None) if split is not None else self.op_fit
+        self.rhs_all = self.op_all.weighted_adjoint(y)
+        self.yy_all = self._weighted_energy(y, dcf, None)
+
+    # -- set-up helpers -------------------------------------------------------------------------
+    def _operator(self, dcf: torch.Tensor | None, mask_w: torch.Tensor | None) -> DynamicSense:
+        if self.kspace.is_cartesian:
+            return for_kspace(self.kspace, self.maps, weights=mask_w)
+        w = dcf
+        if mask_w is not None:
+            w = mask_w if w is None else w * mask_w
+        return for_kspace(self.kspace, self.maps, weights=w)
+
+    def _weighted_energy(self, y: torch.Tensor, dcf, mask_w) -> torch.Tensor:
+        e = y.abs() ** 2
+        if self.kspace.is_cartesian:
+            assert self.kspace.mask is not None
+            w = self.kspace.mask[:, None].to(e.dtype)
+            if mask_w is not None:
+                w = w * mask_w[:, None]
+        else:
+            w = torch.ones_like(e[:, :1])
+            if dcf is not None:
+                w = w * dcf
+            if mask_w is not None:
+                w = w * mask_w
+        return (e * w).sum(dim=tuple(range(1, e.ndim)))  # per frame
+
+    # -- pieces of the fit ----------------------------------------------------------------------
+    def _output(self, frames: torch.Tensor | None) -> torch.Tensor:
+        use_amp = self.config.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            x = self.generator(frames)
+        return x.to(torch.complex64)
+
+    def _residual(self, op, rhs, yy, x, frames=None) -> torch.Tensor:
+        """Relative residual ``‖Ax − y‖²_W / ‖y‖²_W`` (differentiable in ``x``)."""
+        loss = normal_loss(op, x, rhs if frames is None else rhs[frames], frames)
+        total = yy.sum() if frames is None else yy[frames].sum()
+        return (loss + total) / total.clamp(min=1e-30)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Relative residual of the held-out samples for the current weights."""
+        if self.op_val is None:
+            return float("nan")
+        x = self._output(None)
+        return float(self._residual(self.op_val, self.rhs_val, self.yy_val, x))
+
+    def _frame_batches(self):
+        t = self.kspace.n_frames
+        b = self.config.frames_per_step
+        while True:
+            if b is None or b >= t:
+                yield None
+                continue
+            perm = torch.randperm(t, generator=self._rng)
+            for i in range(0, t - b + 1, b):
+                yield perm[i : i + b].to(self.device)
+            rest = perm[(t // b) * b :]
+            if rest.numel():
+                yield rest.to(self.device)
+
+    def _warm_start(self, opt: torch.optim.Optimizer) -> None:
+        from mridip.baselines import cg_sense
+
+        target = cg_sense(self.kspace, self.maps, iters=10, lam=0.01).image / self.scale
+        for _ in range(self.config.warm_start_steps):
+            opt.zero_grad(set_to_none=True)
+            x = self._output(None)
+            loss = (x - target).abs().pow(2).mean() / target.abs().pow(2).mean()
+            loss.backward()
+            opt.step()
+
+    def _cg_image(self, g: torch.Tensor, mu: float, extra: torch.Tensor | None, iters: int):
+        """Solve ``(AᴴWA + μ'I)x = AᴴWy + μ'(g [+ extra])`` from ``g``; μ' relative to ``AᴴWA``."""
+        from mridip.baselines import conjugate_gradient
+
+        op, rhs = self.op_all, self.rhs_all
+        mu_abs = mu * self._mean_eigenvalue()
+        target = g if extra is None else g + extra
+        b = rhs + mu_abs * target
+
+        def normal(v: torch.Tensor) -> torch.Tensor:
+            return op.normal(v) + mu_abs * v
+
+        x, _ = conjugate_gradient(normal, b, x0=g, iters=iters)
+        return x
+
+    def _mean_eigenvalue(self) -> float:
+        if not hasattr(self, "_mean_eig"):
+            g = torch.Generator().manual_seed(0)
+            shape = (self.kspace.n_frames, *self.kspace.matrix)
+            v = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+            v = v.to(self.device) * (self.maps.abs().pow(2).sum(0) > 0)
+            self._mean_eig = float(
+                torch.vdot(v.flatten(), self.op_all.normal(v).flatten()).real / v.norm() ** 2
+            )
+        return self._mean_eig
+
+    def _admm(self, hist: dict[str, list[float]]) -> torch.Tensor:
+        c = self.config
+        opt = torch.optim.Adam(self.generator.parameters(), lr=c.lr / 4)
+        with torch.no_grad():
+            g = self._output(None)
+        lam = torch.zeros_like(g)
+        x = g
+        for _ in range(c.admm_iters):
+            with torch.no_grad():
+                x = self._cg_image(g, c.admm_rho, -lam / c.admm_rho, c.admm_cg_iters)
+            target = (x + lam / c.admm_rho).detach()
+            for _ in range(c.admm_net_steps):
+                opt.zero_grad(set_to_none=True)
+                out = self._output(None)
+                loss = (out - target).abs().pow(2).mean()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                g = self._output(None)
+                lam = lam + c.admm_rho * (g - x)
+                hist.setdefault("admm_residual", []).append(float((g - x).norm() / x.norm()))
+        return x
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _save(self, state: dict[str, Any]) -> None:
+        from mridip.io.atomic import atomic_path
+
+        assert self.checkpoint is not None
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    def _load(self) -> dict[str, Any] | None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return None
+        state = torch.load(self.checkpoint, map_location=self.device, weights_only=False)
+        if state.get("config") != asdict(self.config):
+            raise ConfigError(f"checkpoint {self.checkpoint} was made with other settings")
+        return state
+
+    # -- the fit --------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> FitResult:
+        """Fit, stop by the held-out residual, finish with the ``final`` step.
+
+        Parameters
+        ----------
+        resume
+            Continue from ``checkpoint`` when it exists (same data, settings and seed give the
+            same result as an uninterrupted fit on the CPU).
+        """
+        c = self.config
+        t0 = time.perf_counter()
+        gen = self.generator
+        opt = torch.optim.Adam(gen.parameters(), lr=c.lr)
+        milestones = sorted({max(1, int(f * c.max_steps)) for f in c.lr_halve_at})
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
+        hist: dict[str, list[float]] = {
+            "step": [],
+            "loss": [],
+            "lr": [],
+            "val_step": [],
+            "val_residual": [],
+        }
+        best_val, best_step, best_state = float("inf"), 0, None
+        start = 0
+        state = self._load() if resume else None
+        if state is not None:
+            gen.load_state_dict(state["generator"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            self._rng.set_state(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            hist = state["history"]
+            best_val, best_step, best_state = (
+                state["best_val"],
+                state["best_step"],
+                state["best_state"],
+            )
+            start = state["step"]
+        elif c.warm_start_steps > 0:
+            self._warm_start(opt)
+            opt = torch.optim.Adam(gen.parameters(), lr=c.lr)
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
+        batches = self._frame_batches()
+        # a resumed fit replays the frame order it had drawn (the rng state was restored)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=c.max_steps,
+                initial=start,
+                desc=getattr(gen, "preset", "fit"),
+                unit="step",
+                leave=False,
+                dynamic_ncols=True,
+            )
+        stopped = False
+        step = start
+        try:
+            for step in range(start + 1, c.max_steps + 1):
+                frames = next(batches)
+                opt.zero_grad(set_to_none=True)
+                x = self._output(frames)
+                loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
+                loss.backward()
+                opt.step()
+                sched.step()
+                hist["step"].append(step)
+                hist["loss"].append(float(loss.detach()))
+                hist["lr"].append(opt.param_groups[0]["lr"])
+                if self.op_val is not None and (step % c.eval_every == 0 or step == c.max_steps):
+                    val = self.validate()
+                    hist["val_step"].append(step)
+                    hist["val_residual"].append(val)
+                    if val < best_val:
+                        best_val, best_step = val, step
+                        best_state = copy.deepcopy(gen.state_dict())
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{hist['loss'][-1]:.3e}",
+                            held_out=f"{val:.3e}",
+                            best=best_step,
+                            refresh=False,
+                        )
+                    if step >= c.min_steps and step - best_step >= c.patience:
+                        stopped = True
+                        break
+                if bar is not None:
+                    bar.update(1)
+                if (
+                    self.checkpoint is not None
+                    and self.checkpoint_every
+                    and step % self.checkpoint_every == 0
+                ):
+                    self._save(
+                        {
+                            "generator": gen.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(),
+                            "rng": self._rng.get_state(),
+                            "torch_rng": torch.get_rng_state(),
+                            "history": hist,
+                            "best_val": best_val,
+                            "best_step": best_step,
+                            "best_state": best_state,
+                            "step": step,
+                            "config": asdict(c),
+                        }
+                    )
+        finally:
+            if bar is not None:
+                bar.close()
+        if best_state is not None:
+            gen.load_state_dict(best_state)
+        else:
+            best_step = step
+        info: dict[str, Any] = {
+            "best_step": best_step,
+            "steps_run": step,
+            "stopped_early": stopped,
+            "best_val_residual": best_val,
+            "data_scale": self.scale,
+        }
+        with torch.no_grad():
+            if c.final == "refit" and self.op_val is not None:
+                opt2 = torch.optim.Adam(gen.parameters(), lr=c.lr / 4)
+                with torch.enable_grad():
+                    for _ in range(c.refit_steps):
+                        opt2.zero_grad(set_to_none=True)
+                        loss = self._residual(
+                            self.op_all, self.rhs_all, self.yy_all, self._output(None)
+                        )
+                        loss.backward()
+                        opt2.step()
+            out = self._output(None)
+        if c.admm_iters > 0:
+            out = self._admm(hist)
+        elif c.final == "dc":
+            with torch.no_grad():
+                out = self._cg_image(out, c.final_mu, None, c.final_iters)
+        image = (out.detach() * self.scale).to("cpu", torch.complex64)
+        return FitResult(image, hist, best_step, stopped, time.perf_counter() - t0, info)
