@@ -192,6 +192,8 @@ def _lam_sweep(a: argparse.Namespace, kspace: Any, maps: Any, reference: Any) ->
 
 
 def cmd_recon(a: argparse.Namespace) -> int:
+    import numpy as np
+
     from mridip.coils import DEFAULT_METHOD, compress_coils, estimate_maps
     from mridip.io.results import write_recon
     from mridip.methods import reconstruct, resolve_device
@@ -256,7 +258,7 @@ def cmd_recon(a: argparse.Namespace) -> int:
         config=config,
         frame_times=None if rec.frame_times is None else rec.frame_times.numpy(),
         maps=rec.maps.numpy(),
-        history={k: __import__("numpy").asarray(v) for k, v in history.items()},
+        history={k: np.asarray(v) for k, v in history.items()},
         seconds=rec.seconds,
     )
     if checkpoint is not None and checkpoint.exists():

@@ -71,9 +71,12 @@ def write_loss(path: str | os.PathLike[str], history: dict[str, np.ndarray]) -> 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for name, values in history.items():
         v = np.asarray(values, float)
-        if v.ndim == 1 and len(v) > 1 and name != "step":
-            steps = np.asarray(history.get("step", np.arange(len(v))))
-            ax.semilogy(steps[: len(v)], np.abs(v) + 1e-30, label=name)
+        if v.ndim != 1 or len(v) < 2 or name == "step" or name.endswith("_step") or name == "lr":
+            continue
+        # a curve ``val_residual`` is drawn against ``val_step`` when there is one
+        steps = history.get(name.split("_")[0] + "_step", history.get("step"))
+        x = np.asarray(steps) if steps is not None and len(steps) == len(v) else np.arange(len(v))
+        ax.semilogy(x, np.abs(v) + 1e-30, label=name)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
