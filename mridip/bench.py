@@ -600,3 +600,32 @@ def _baselines_section(quick: bool, device: str) -> dict[str, Any]:
 
 
 SECTIONS["baselines"] = _baselines_section
+
+
+def _generator_section(quick: bool, device: str) -> dict[str, Any]:
+    """Forward + backward + Adam of each preset; gip against the reference's structure."""
+    from mridip.models.benchmark import generator_step_benchmark
+
+    size, frames = ((32, 32), 6) if quick else ((128, 128), 18)
+    r = generator_step_benchmark(
+        matrix=size, n_frames=frames, steps=2 if quick else 3, device=device
+    )
+    for name, row in r["presets"].items():
+        print(
+            f"generator {name:7s} {size[0]}², {frames} frames: {row['step_s']:.3f} s/step, "
+            f"{row['params'] / 1e6:.2f} M parameters, peak {row['peak_mem_mib']:.0f} MiB"
+        )
+    g = r["gip_vs_reference"]
+    print(
+        f"generator gip vs reference structure: {g['gip']['step_s']:.3f} s vs "
+        f"{g['reference']['step_s']:.3f} s ({g['speedup']:.2f}× faster)"
+    )
+    s = r["stage1_batched_vs_loop"]
+    print(
+        f"generator per-frame stage batched vs loop: {s['batched']['step_s']:.3f} s vs "
+        f"{s['loop']['step_s']:.3f} s ({s['speedup']:.2f}×)"
+    )
+    return r
+
+
+SECTIONS["generator"] = _generator_section

@@ -292,9 +292,15 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def cmd_methods(a: argparse.Namespace) -> int:
     from mridip.methods import METHODS, PLANNED
+    from mridip.models import PRESETS
 
+    matrix, frames = (a.matrix, a.matrix), a.frames
     for spec in METHODS.values():
-        print(f"{spec.name:10s} {spec.family:9s} {spec.description}")
+        params = ""
+        if spec.name in PRESETS:
+            n = PRESETS[spec.name].param_count(matrix, frames)
+            params = f" [{n / 1e6:.2f} M parameters at {a.matrix}², {frames} frames]"
+        print(f"{spec.name:10s} {spec.family:9s} {spec.description}{params}")
     missing = [m for m in PLANNED if m not in METHODS]
     if missing:
         print(f"planned: {', '.join(missing)}")
@@ -431,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("methods", help="list the methods")
+    s.add_argument("--matrix", type=int, default=128, help="matrix for the parameter counts")
+    s.add_argument("--frames", type=int, default=20, help="frames for the parameter counts")
     s.set_defaults(func=cmd_methods)
 
     s = sub.add_parser("bench", help="measure speed against peers on this machine")

@@ -106,3 +106,15 @@ def test_console_script_installed(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("mridip: error: no such file")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_methods_lists_every_method_with_parameter_counts(capsys):
+    from mridip.methods import METHODS
+    from mridip.models import PRESETS
+
+    code, out, _ = run(["methods", "--matrix", 64, "--frames", 12], capsys)
+    assert code == 0
+    for name in METHODS:
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+    n = PRESETS["tddip"].param_count((64, 64), 12)
+    assert f"{n / 1e6:.2f} M parameters at 64², 12 frames" in out

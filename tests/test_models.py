@@ -367,8 +367,9 @@ def test_gip_preset_computes_what_the_reference_structure_computes() -> None:
             for s in range(k):
                 ref.agg[i][s].weight.copy_(s2.agg.slot_weight[i, :, s])
                 ref.agg[i][s].bias.copy_(s2.agg.bias[i, s])
-                ref.upd[i][s].weight.copy_(s2.upd.slot_weight[i, :, s])
-                ref.upd[i][s].bias.copy_(s2.upd.bias[i, s])
+                w_upd = torch.cat([s2.upd_a.slot_weight[i, :, s], s2.upd_h.slot_weight[i, :, s]], 1)
+                ref.upd[i][s].weight.copy_(w_upd)
+                ref.upd[i][s].bias.copy_(s2.upd_a.bias[i, s])
             ref.upd0[i].weight.copy_(s2.upd_in.frame_weight[i])
             ref.upd0[i].bias.copy_(s2.upd_in.bias[i])
             for r in range(2):

@@ -211,13 +211,27 @@ class NeighbourConv(MessagePassing):
         by all nodes.
     kernel_size
         Odd kernel size.
+    bias
+        Per-(node, slot) biases.
+    fan_in
+        Fan-in of the default initialisation (``in_ch·ks²`` unless given: a convolution that is
+        one part of a wider one initialises like the wider one).
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, k: int, n_frames: int | None = None, kernel_size: int = 3
+        self,
+        in_ch: int,
+        out_ch: int,
+        k: int,
+        n_frames: int | None = None,
+        kernel_size: int = 3,
+        *,
+        bias: bool = True,
+        fan_in: int | None = None,
     ) -> None:
         super().__init__(aggr=None, node_dim=2)
         self.in_ch, self.out_ch, self.k, self.kernel_size = in_ch, out_ch, k, kernel_size
+        self.fan_in = fan_in if fan_in is not None else in_ch * kernel_size**2
         self.node_specific = n_frames is not None
         self.n_nodes = n_frames if n_frames is not None else 1
         # stored as one (nodes·out, k·in, ks, ks) convolution weight (4-D, so that
@@ -226,19 +240,21 @@ class NeighbourConv(MessagePassing):
             torch.empty(self.n_nodes * out_ch, k * in_ch, kernel_size, kernel_size)
         )
         lead = (n_frames,) if n_frames is not None else ()
-        self.bias = nn.Parameter(torch.empty(*lead, k, out_ch))
+        self.bias = nn.Parameter(torch.empty(*lead, k, out_ch)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self, std: float | None = None) -> None:
         """PyTorch's ``Conv2d`` default per (node, slot), or ``N(0, std²)`` and zero bias."""
         with torch.no_grad():
             if std is None:
-                bound = 1.0 / math.sqrt(self.in_ch * self.kernel_size**2)
+                bound = 1.0 / math.sqrt(self.fan_in)
                 self.weight.uniform_(-bound, bound)
-                self.bias.uniform_(-bound, bound)
+                if self.bias is not None:
+                    self.bias.uniform_(-bound, bound)
             else:
                 self.weight.normal_(0.0, std)
-                self.bias.zero_()
+                if self.bias is not None:
+                    self.bias.zero_()
 
     @property
     def slot_weight(self) -> Tensor:
@@ -278,15 +294,17 @@ class NeighbourConv(MessagePassing):
         if index.shape != expected.shape or not torch.equal(index, expected):
             raise ValueError("NeighbourConv needs exactly k edges per target, sorted by target")
         w = self.weight.view(self.n_nodes, self.out_ch, k * self.in_ch, ks, ks)
+        b: Tensor | None = self.bias
         if self.node_specific:
-            w, b = take(w, targets), take(self.bias, targets)
+            w, b = take(w, targets), None if b is None else take(b, targets)
         else:
-            w, b = w.expand(n, -1, -1, -1, -1), self.bias.expand(n, -1, -1)
+            w, b = w.expand(n, -1, -1, -1, -1), None if b is None else b.expand(n, -1, -1)
         # mean over slots: (sum_s W_s * x_s) / k + mean_s b_s, all targets in one grouped conv
         w = (w.reshape(n * self.out_ch, k * self.in_ch, ks, ks) / k).contiguous(
             memory_format=torch.channels_last
         )
-        y = F.conv2d(grouped_view(inputs), w, b.mean(dim=1).reshape(-1), padding=ks // 2, groups=n)
+        b = None if b is None else b.mean(dim=1).reshape(-1)
+        y = F.conv2d(grouped_view(inputs), w, b, padding=ks // 2, groups=n)
         return node_view(y, n)
 
 
@@ -360,13 +378,18 @@ class GraphStage(nn.Module):
             self.agg_weight = nn.Parameter(torch.ones(c))
             self.agg_bias = nn.Parameter(torch.zeros(c))
         self.upd_in = PerFrameConv2d(n_conv, c, c)
-        self.upd = NeighbourConv(2 * c, c, self.k, per)
+        # GIP's update convolves [a, h] (2C channels); here the two halves are two convolutions
+        # summed (same weights and arithmetic; their backward ran 1.6× faster than one over the
+        # concatenation on two CPU cores). upd_a carries the bias.
+        fan_in = 2 * c * 9
+        self.upd_a = NeighbourConv(c, c, self.k, per, fan_in=fan_in)
+        self.upd_h = NeighbourConv(c, c, self.k, per, bias=False, fan_in=fan_in)
         self.res = nn.ModuleList([PerFrameConv2d(n_conv, c, c), PerFrameConv2d(n_conv, c, c)])
         self.head = nn.Linear(c, out_ch)  # 1×1 convolution shared by all frames
 
     def reset_parameters(self, std: float | None = None) -> None:
         """Re-initialise the convolutions (``N(0, std²)`` when given, as GIP does)."""
-        for m in (self.agg, self.upd, self.upd_in, *self.res):
+        for m in (self.agg, self.upd_a, self.upd_h, self.upd_in, *self.res):
             m.reset_parameters(std)
         if std is not None:
             with torch.no_grad():
@@ -428,14 +451,14 @@ class GraphStage(nn.Module):
 
         x1 = grouped_view(xv if n1 == n else xv.index_select(2, pos[hop1]))
         a = node_view(instance_norm(F.elu(self.upd_in(x1, hop1, n1))), n1)
-        u = torch.cat([a, h], dim=3)
 
         pos1 = torch.arange(t, device=device)
         if hop1 is not None:
             pos1 = torch.full((t,), -1, dtype=torch.long, device=device)
             pos1[hop1] = torch.arange(n1, device=device)
         nb2 = neighbours if targets is None else neighbours[targets]
-        y = F.elu(self.upd(u, knn_edge_index(pos1[nb2]), targets))
+        edges2 = knn_edge_index(pos1[nb2])
+        y = F.elu(self.upd_a(a, edges2, targets) + self.upd_h(h, edges2, targets))
 
         b = t if targets is None else int(targets.numel())
         g = grouped_view(y)
