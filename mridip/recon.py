@@ -212,6 +212,8 @@ class Reconstructor:
         self.progress = progress
         self.scale = data_scale(self.kspace, self.maps)
         self._rng = torch.Generator().manual_seed(self.config.seed + 1)
+        self._perm: torch.Tensor | None = None  # frame order of the current epoch
+        self._pos = 0
         split = _holdout_weights(self.kspace, self.config.holdout, self._rng)
         y = self.kspace.data / self.scale
         dcf = None
@@ -275,19 +277,18 @@ class Reconstructor:
         x = self._output(None)
         return float(self._residual(self.op_val, self.rhs_val, self.yy_val, x))
 
-    def _frame_batches(self):
+    def _next_frames(self) -> torch.Tensor | None:
+        """The next frame subset: a permutation per epoch, consumed in chunks (None: all)."""
         t = self.kspace.n_frames
         b = self.config.frames_per_step
-        while True:
-            if b is None or b >= t:
-                yield None
-                continue
-            perm = torch.randperm(t, generator=self._rng)
-            for i in range(0, t - b + 1, b):
-                yield perm[i : i + b].to(self.device)
-            rest = perm[(t // b) * b :]
-            if rest.numel():
-                yield rest.to(self.device)
+        if b is None or b >= t:
+            return None
+        if self._perm is None or self._pos >= t:
+            self._perm = torch.randperm(t, generator=self._rng)
+            self._pos = 0
+        chunk = self._perm[self._pos : self._pos + b]
+        self._pos += b
+        return chunk.to(self.device)
 
     def _warm_start(self, opt: torch.optim.Optimizer) -> None:
         from mridip.baselines import cg_sense
@@ -396,6 +397,7 @@ class Reconstructor:
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             self._rng.set_state(state["rng"])
+            self._perm, self._pos = state["perm"], state["pos"]
             torch.set_rng_state(state["torch_rng"])
             hist = state["history"]
             best_val, best_step, best_state = (
@@ -408,8 +410,6 @@ class Reconstructor:
             self._warm_start(opt)
             opt = torch.optim.Adam(gen.parameters(), lr=c.lr)
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
-        batches = self._frame_batches()
-        # a resumed fit replays the frame order it had drawn (the rng state was restored)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -426,7 +426,7 @@ class Reconstructor:
         step = start
         try:
             for step in range(start + 1, c.max_steps + 1):
-                frames = next(batches)
+                frames = self._next_frames()
                 opt.zero_grad(set_to_none=True)
                 x = self._output(frames)
                 loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
@@ -466,6 +466,8 @@ class Reconstructor:
                             "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(),
                             "rng": self._rng.get_state(),
+                            "perm": self._perm,
+                            "pos": self._pos,
                             "torch_rng": torch.get_rng_state(),
                             "history": hist,
                             "best_val": best_val,

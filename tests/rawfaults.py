@@ -20,18 +20,9 @@ import numpy as np
 import torch
 
 from mridip import phantoms
+from mridip.io.raw import IDX_FIELDS
 
-IDX = (
-    "kspace_encode_step_1",
-    "kspace_encode_step_2",
-    "average",
-    "slice",
-    "contrast",
-    "phase",
-    "repetition",
-    "set",
-    "segment",
-)
+IDX = IDX_FIELDS
 NOISE = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
 REVERSE = 1 << (ismrmrd.ACQ_IS_REVERSE - 1)
 CALIBRATION = 1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION - 1)

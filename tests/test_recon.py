@@ -39,9 +39,8 @@ def test_holdout_split_partitions_samples(tiny):
 
 def test_frame_subsets_visit_every_frame_each_epoch(tiny):
     rec = _fit(tiny, frames_per_step=3)
-    batches = rec._frame_batches()
     for _ in range(3):  # 4 frames in batches of 3: one batch of 3, one of 1, per epoch
-        seen = torch.cat([next(batches), next(batches)]).sort().values
+        seen = torch.cat([rec._next_frames(), rec._next_frames()]).sort().values
         assert seen.tolist() == [0, 1, 2, 3]
 
 
@@ -84,6 +83,7 @@ class _Crash(Exception):
 
 def test_resume_after_a_crash_equals_uninterrupted(tiny, tmp_path):
     ckpt = tmp_path / "checkpoint.pt"
+    # batches of 3 of 4 frames: epochs of 2 steps; the checkpoint of step 15 lies mid-epoch
     cfg = FitConfig(max_steps=30, min_steps=1, eval_every=5, patience=1000, frames_per_step=3)
     whole = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False).fit().image
 
@@ -94,13 +94,13 @@ def test_resume_after_a_crash_equals_uninterrupted(tiny, tmp_path):
     def crashing(frames=None):
         if torch.is_grad_enabled():
             calls["n"] += 1
-            if calls["n"] == 21:  # dies during step 21, after the checkpoint of step 20
+            if calls["n"] == 17:  # dies during step 17, after the checkpoint of step 15
                 raise _Crash
         return real_forward(frames)
 
     gen.forward = crashing
     first = Reconstructor(
-        tiny.kspace, tiny.maps, gen, cfg, checkpoint=ckpt, checkpoint_every=10, progress=False
+        tiny.kspace, tiny.maps, gen, cfg, checkpoint=ckpt, checkpoint_every=5, progress=False
     )
     with pytest.raises(_Crash):
         first.fit()
@@ -111,7 +111,7 @@ def test_resume_after_a_crash_equals_uninterrupted(tiny, tmp_path):
         _gen(tiny, seed=0),
         cfg,
         checkpoint=ckpt,
-        checkpoint_every=10,
+        checkpoint_every=5,
         progress=False,
     ).fit(resume=True)
     assert torch.allclose(resumed.image, whole, rtol=1e-5, atol=1e-6 * float(whole.abs().max()))

@@ -127,6 +127,20 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
     raise ConfigError(f"unknown normalisation {kind!r}; choose 'instance', 'batch' or 'none'")
 
 
+def init_conv_(weight: Tensor, bias: Tensor | None, fan_in: int, std: float | None) -> None:
+    """In place: ``Conv2d``'s default (uniform ±1/√fan_in), or ``N(0, std²)`` and zero bias."""
+    with torch.no_grad():
+        if std is None:
+            bound = 1.0 / math.sqrt(fan_in)
+            weight.uniform_(-bound, bound)
+            if bias is not None:
+                bias.uniform_(-bound, bound)
+        else:
+            weight.normal_(0.0, std)
+            if bias is not None:
+                bias.zero_()
+
+
 class ConvDecoder(nn.Module):
     """Shared upsampling decoder (TDDIP's generator), one set of weights for all frames.
 
@@ -243,17 +257,7 @@ class PerFrameConv2d(nn.Module):
 
     def reset_parameters(self, std: float | None = None) -> None:
         """PyTorch's ``Conv2d`` initialisation per frame, or ``N(0, std²)`` and zero bias."""
-        fan_in = self.in_ch * self.kernel_size**2
-        with torch.no_grad():
-            if std is None:
-                bound = 1.0 / math.sqrt(fan_in)
-                self.weight.uniform_(-bound, bound)
-                if self.bias is not None:
-                    self.bias.uniform_(-bound, bound)
-            else:
-                self.weight.normal_(0.0, std)
-                if self.bias is not None:
-                    self.bias.zero_()
+        init_conv_(self.weight, self.bias, self.in_ch * self.kernel_size**2, std)
 
     @property
     def frame_weight(self) -> Tensor:

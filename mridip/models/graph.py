@@ -33,6 +33,7 @@ from mridip.models.cnn import (
     PerFrameConv2d,
     frames_view,
     grouped_view,
+    init_conv_,
     instance_norm,
     node_view,
     take,
@@ -245,16 +246,7 @@ class NeighbourConv(MessagePassing):
 
     def reset_parameters(self, std: float | None = None) -> None:
         """PyTorch's ``Conv2d`` default per (node, slot), or ``N(0, std²)`` and zero bias."""
-        with torch.no_grad():
-            if std is None:
-                bound = 1.0 / math.sqrt(self.fan_in)
-                self.weight.uniform_(-bound, bound)
-                if self.bias is not None:
-                    self.bias.uniform_(-bound, bound)
-            else:
-                self.weight.normal_(0.0, std)
-                if self.bias is not None:
-                    self.bias.zero_()
+        init_conv_(self.weight, self.bias, self.fan_in, std)
 
     @property
     def slot_weight(self) -> Tensor:
