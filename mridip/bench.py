@@ -44,6 +44,19 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _simulated_scan(cfg: Any) -> Any:
+    """Simulate ``cfg``, write it as a raw file and load it back as a user would."""
+    import tempfile
+
+    from mridip.preprocess import load
+    from mridip.simulate import simulate, write_simulation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "cine.h5")
+        write_simulation(path, simulate(cfg))
+        return load(path)
+
+
 def _time(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
@@ -225,18 +238,15 @@ def coils_benchmark(
     with the object mask). BART is skipped (``bart: null``) when ``bart`` is not on the PATH.
     """
     import copy
-    import tempfile
 
     import numpy as np
 
     from mridip import coils as cm
     from mridip.bart import bart_executable
     from mridip.baselines import cg_sense
-    from mridip.io.raw import read_raw
     from mridip.metrics import evaluate
     from mridip.operators import for_kspace
-    from mridip.preprocess import load, to_kspace
-    from mridip.simulate import SimulationConfig, simulate, write_simulation
+    from mridip.simulate import SimulationConfig
 
     dev = torch.device(device)
     cfg = SimulationConfig(
@@ -249,11 +259,8 @@ def coils_benchmark(
         noise=noise,
         seed=seed,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "cine.h5")
-        write_simulation(path, simulate(cfg))
-        scan = load(path)
-        ks, whitening = to_kspace(read_raw(path))
+    scan = _simulated_scan(cfg)
+    ks = scan.kspace
     ks = ks.to(dev)
     assert scan.maps is not None and scan.reference is not None
     truth = scan.maps.to(dev)
@@ -529,13 +536,11 @@ def baselines_benchmark(
     alone. Time ratios are against that process (``time_vs_bart``), quality against
     ``cgsense`` (``psnr_gain_vs_cgsense``). BART is left out when it is not installed.
     """
-    import tempfile
 
     from mridip.bart import bart_executable
     from mridip.methods import reconstruct
     from mridip.metrics import evaluate
-    from mridip.preprocess import load
-    from mridip.simulate import SimulationConfig, simulate, write_simulation
+    from mridip.simulate import SimulationConfig
 
     cfg = SimulationConfig(
         kind="cine",
@@ -546,10 +551,7 @@ def baselines_benchmark(
         spokes=spokes,
         seed=seed,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "cine.h5")
-        write_simulation(path, simulate(cfg))
-        scan = load(path)
+    scan = _simulated_scan(cfg)
     assert scan.maps is not None and scan.reference is not None
     rows: dict[str, Any] = {}
     for name in methods:

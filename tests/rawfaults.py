@@ -15,12 +15,12 @@ from pathlib import Path
 
 import h5py
 import ismrmrd
-import ismrmrd.xsd as xsd
 import numpy as np
 import torch
 
 from mridip import phantoms
 from mridip.io.raw import IDX_FIELDS
+from mridip.io.raw_writer import make_header
 
 IDX = IDX_FIELDS
 NOISE = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
@@ -69,43 +69,6 @@ def write_table(
         g = f.require_group(group)
         g.create_dataset("xml", data=[xml.encode()], dtype=h5py.string_dtype())
         g.create_dataset("data", data=rows, maxshape=(None,), chunks=True)
-
-
-def header_xml(
-    *,
-    encoded: tuple[int, int],
-    recon: tuple[int, int],
-    fov_mm: tuple[float, float],
-    encoded_fov_mm: tuple[float, float],
-    limits: dict[str, tuple[int, int, int]],
-    coils: int,
-    trajectory: str = "cartesian",
-    noise_bandwidth: float | None = 0.793,
-) -> str:
-    """An ISMRMRD header (matrices and FOVs ``(x, y)``)."""
-    lim = {k: xsd.limitType(minimum=a, maximum=b, center=c) for k, (a, b, c) in limits.items()}
-    enc = xsd.encodingType(
-        encodedSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=encoded[0], y=encoded[1], z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=encoded_fov_mm[0], y=encoded_fov_mm[1], z=6.0),
-        ),
-        reconSpace=xsd.encodingSpaceType(
-            matrixSize=xsd.matrixSizeType(x=recon[0], y=recon[1], z=1),
-            fieldOfView_mm=xsd.fieldOfViewMm(x=fov_mm[0], y=fov_mm[1], z=6.0),
-        ),
-        encodingLimits=xsd.encodingLimitsType(**lim),
-        trajectory=xsd.trajectoryType(trajectory),
-    )
-    header = xsd.ismrmrdHeader(
-        experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_897_600),
-        acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
-            systemVendor="rawfaults",
-            receiverChannels=coils,
-            relativeReceiverNoiseBandwidth=noise_bandwidth,
-        ),
-        encoding=[enc],
-    )
-    return xsd.ToXML(header)
 
 
 def noise_covariance(c: int, seed: int = 0) -> np.ndarray:
@@ -335,13 +298,16 @@ def cartesian_scan(
         fl.time_dim: (0, t - 1, 0),
         "slice": (0, fl.slices - 1, 0),
     }
-    xml = header_xml(
+    xml = make_header(
         encoded=(nro, n),
         recon=(n, n),
         fov_mm=(300.0, 300.0),
         encoded_fov_mm=(300.0 * os_, 300.0),
+        trajectory="cartesian",
         limits=limits,
-        coils=c,
+        n_coils=c,
+        tr_ms=3.0,
+        vendor="rawfaults",
     )
     if fl.unknown_element:
         xml = xml.replace("<encoding>", "<encoding><vendorThing>7</vendorThing>", 1)
