@@ -6,8 +6,17 @@ operator
     The data term of a DIP fit, value and gradient, three ways on the same data: torchkbnufft
     forward + adjoint with autograd (the references' way), the Toeplitz normal operator
     (``Re⟨x, AᴴAx⟩ − 2 Re⟨x, Aᴴy⟩``), and the floor: the two FFTs on the 2× grid alone.
+coils, loader, baselines
+    Coil-map estimators against ``bart ecalib``; the raw-file reader against reading the bytes;
+    the CS baselines against BART ``pics`` at 128².
 generator
-    Forward + backward + Adam of the generators (added with the models).
+    Forward + backward + Adam of each preset; ``gip`` against the reference's structure.
+fit
+    Seconds per DIP fit step of each preset, with mridip's Toeplitz data term and with
+    torchkbnufft's forward NUFFT in the loss (the references' way).
+quality
+    Time to quality: every method (CS baselines, BART, the DIP presets) on one simulated radial
+    cine, with wall time, PSNR, SSIM, peak memory and PSNR along the DIP fits.
 """
 
 from __future__ import annotations
@@ -516,29 +525,187 @@ def _loader_section(quick: bool, device: str) -> list[dict[str, Any]]:
 SECTIONS["loader"] = _loader_section
 
 
-# -- compressed-sensing baselines against BART pics -----------------------------------------------
-def baselines_benchmark(
+# -- one step of a DIP fit: generator + data term, Toeplitz against NUFFT --------------------------
+def fit_step_benchmark(
     matrix: int = 128,
     coils: int = 8,
     frames: int = 20,
     spokes: int = 13,
     device: str = "cpu",
-    methods: tuple[str, ...] = ("cgsense", "tv", "wavelet", "lps", "bart"),
+    presets: tuple[str, ...] = ("dip", "tddip", "gip", "mridip"),
+    repeats: int = 2,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Seconds and PSNR of the CS baselines and BART ``pics`` on one simulated radial cine.
+    """Seconds per fit step (generator forward, data term, backward, Adam) of every preset.
+
+    Two data terms on the same radial cine: mridip's (``normal_loss``: one Toeplitz ``AᴴA``,
+    gradient supplied directly) and the references' way (torchkbnufft forward NUFFT of every
+    coil image in the loss, backward through it by autograd). Best of ``repeats`` after one
+    warm-up step.
+    """
+    import torchkbnufft as tkbn
+
+    from mridip import phantoms, sampling
+    from mridip.models import build_generator
+    from mridip.operators import NonCartesianSense, normal_loss
+
+    dev = torch.device(device)
+    n = matrix
+    traj, _ = sampling.golden_angle_radial(n, spokes, frames)
+    tr = traj.to(dev)
+    maps = phantoms.coil_maps((n, n), coils).to(dev)
+    truth = phantoms.cine_phantom((n, n), frames).image.to(dev)
+    op = NonCartesianSense(maps, tr)
+    y = op.forward(truth)
+    b = op.adjoint(y)
+    fwd = tkbn.KbNufft(im_size=(n, n), grid_size=(2 * n, 2 * n)).to(dev)
+    times = torch.arange(frames, dtype=torch.float64) * 0.05
+    rows: dict[str, Any] = {}
+    for name in presets:
+        gen = build_generator(name, matrix=(n, n), frame_times=times, seed=seed).to(dev)
+        opt = torch.optim.Adam(gen.parameters(), lr=1e-5)
+
+        def toeplitz_step(gen: Any = gen, opt: Any = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            normal_loss(op, gen(), b).backward()
+            opt.step()
+
+        def nufft_step(gen: Any = gen, opt: Any = opt) -> None:
+            opt.zero_grad(set_to_none=True)
+            k = fwd(gen()[:, None] * maps[None], tr, norm="ortho")
+            (k - y).abs().pow(2).sum().backward()
+            opt.step()
+
+        t_toep = _time(toeplitz_step, dev, repeats)
+        t_nufft = _time(nufft_step, dev, repeats)
+        rows[name] = {
+            "params": gen.param_count(),
+            "toeplitz_step_s": t_toep,
+            "nufft_step_s": t_nufft,
+            "speedup": t_nufft / t_toep,
+        }
+        del gen, opt
+    return {
+        "size": {"matrix": n, "coils": coils, "frames": frames, "spokes": spokes},
+        "presets": rows,
+    }
+
+
+def _fit_section(quick: bool, device: str) -> dict[str, Any]:
+    if quick:
+        r = fit_step_benchmark(matrix=32, coils=4, frames=6, spokes=7, device=device, repeats=1)
+    else:
+        r = fit_step_benchmark(device=device)
+    s = r["size"]
+    for name, row in r["presets"].items():
+        print(
+            f"fit step {name:7s} {s['matrix']}², {s['frames']} frames: "
+            f"{row['toeplitz_step_s']:.3f} s (Toeplitz) vs {row['nufft_step_s']:.3f} s "
+            f"(torchkbnufft forward + autograd), {row['speedup']:.2f}×"
+        )
+    return r
+
+
+SECTIONS["fit"] = _fit_section
+
+
+# -- time to quality: every method on one simulated radial cine ----------------------------------
+class PeakMemory:
+    """Peak memory of a block above its start: CUDA allocator peak, or resident set on the CPU.
+
+    On the CPU a thread samples ``/proc/self/statm`` every 5 ms (torch's allocations are not
+    seen by ``tracemalloc``); short peaks between samples can be missed, so the figure is a
+    lower bound. So that memory freed by an earlier method does not hide this one's use, glibc
+    is asked to serve every allocation above 128 kB by ``mmap`` (returned to the system when
+    freed) and to trim its heap first. Without ``/proc`` it stays 0.
+    """
+
+    @staticmethod
+    def _glibc_returns_memory() -> None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
+            libc.malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.peak_mib = 0.0
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def __enter__(self) -> PeakMemory:
+        import threading
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            return self
+        self._glibc_returns_memory()
+        self._base = self._rss()
+        self._peak = self._base
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.005):
+                self._peak = max(self._peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, self._rss())
+        self.peak_mib = max(0, peak - self._base) / 2**20
+
+
+#: Every method of the time-to-quality section, in table order.
+QUALITY_METHODS = ("zf", "cgsense", "tv", "lps", "bart", "dip", "tddip", "gip", "mridip")
+
+
+def quality_benchmark(
+    matrix: int = 64,
+    coils: int = 8,
+    frames: int = 16,
+    spokes: int = 13,
+    device: str = "cpu",
+    methods: tuple[str, ...] = QUALITY_METHODS,
+    dip_steps: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Wall time, PSNR, SSIM and peak memory of every method on one simulated radial cine.
 
     The file is simulated, written and loaded as a user's would be (prewhitened, true coil
-    maps); every method runs with its defaults through :func:`mridip.reconstruct` (one run:
-    iterative methods are not repeated). ``bart`` is BART ``pics`` with temporal TV at ``tv``'s
-    weight and ADMM settings (:func:`mridip.bart.bart_tv`); its ``seconds`` include mridip's
-    set-up (operator norm, data scale) and the files, ``bart_process_s`` is BART's process
-    alone. Time ratios are against that process (``time_vs_bart``), quality against
-    ``cgsense`` (``psnr_gain_vs_cgsense``). BART is left out when it is not installed.
+    maps); every method runs through :func:`mridip.reconstruct` with its defaults (one run:
+    iterative methods are not repeated). The DIP methods run to their stopping rule (or
+    ``dip_steps`` steps) and record PSNR against the truth along the fit (``trace``: seconds
+    since the method started, PSNR of the generator's image, before the final step) for the
+    PSNR-against-time plot. ``bart`` is BART ``pics`` with temporal TV at ``tv``'s weight and
+    ADMM settings (:func:`mridip.bart.bart_tv`); its ``seconds`` include mridip's set-up and
+    files, ``bart_process_s`` is BART's process alone. Ratios: time against that process
+    (``time_vs_bart``) and PSNR against ``cgsense`` (``psnr_gain_vs_cgsense``). BART is left
+    out when it is not installed.
     """
 
     from mridip.bart import bart_executable
-    from mridip.methods import reconstruct
+    from mridip.methods import METHODS, reconstruct
     from mridip.metrics import evaluate
     from mridip.simulate import SimulationConfig
 
@@ -557,14 +724,34 @@ def baselines_benchmark(
     for name in methods:
         if name == "bart" and bart_executable() is None:
             continue
-        rec = reconstruct(scan.kspace, name, scan.maps, device=device, seed=seed)
+        kw: dict[str, Any] = {}
+        trace: list[tuple[float, float]] = []
+        clock = [0.0]
+        dip = METHODS[name].family == "dip"
+        if dip:
+
+            def monitor(step: int, image: torch.Tensor, trace=trace, clock=clock) -> None:
+                psnr = evaluate(image.detach().cpu(), scan.reference)["psnr"]
+                trace.append((time.perf_counter() - clock[0], psnr))
+
+            kw = {"progress": False, "monitor": monitor}
+            if dip_steps is not None:
+                kw["iters"] = dip_steps
+        with PeakMemory(device) as mem:
+            clock[0] = time.perf_counter()
+            rec = reconstruct(scan.kspace, name, scan.maps, device=device, seed=seed, **kw)
         q = evaluate(rec.image, scan.reference)
         rows[name] = {
             "seconds": rec.seconds,
             "psnr": q["psnr"],
             "ssim": q["ssim"],
+            "peak_mib": mem.peak_mib,
             "iters": rec.config.get("iters"),
         }
+        if dip:
+            rows[name]["steps_run"] = rec.config.get("steps_run")
+            rows[name]["best_step"] = rec.config.get("best_step")
+            rows[name]["trace"] = trace
         if "bart_seconds" in rec.config:
             rows[name]["bart_process_s"] = rec.config["bart_seconds"]
     # the peer is BART's own process; the `bart` row's seconds add mridip's set-up and files
@@ -579,6 +766,43 @@ def baselines_benchmark(
         "bart": "pics -m -R T:1024:0:λ (matched to tv)" if "bart" in rows else None,
         "methods": rows,
     }
+
+
+def _quality_section(quick: bool, device: str) -> dict[str, Any]:
+    if quick:
+        r = quality_benchmark(matrix=32, coils=6, frames=8, spokes=7, device=device, dip_steps=60)
+    else:
+        r = quality_benchmark(device=device)
+    s = r["size"]
+    print(
+        f"quality, radial cine {s['matrix']}², {s['coils']} coils, {s['frames']} frames, "
+        f"{s['spokes']} spokes:"
+    )
+    for k, v in r["methods"].items():
+        ratio = f" ({v['time_vs_bart']:.2f}× bart)" if "time_vs_bart" in v else ""
+        print(
+            f"  {k:8s} {v['seconds']:8.2f} s{ratio:16s} {v['psnr']:6.2f} dB  "
+            f"SSIM {v['ssim']:.3f}  peak {v['peak_mib']:7.1f} MiB"
+        )
+    if r["bart"] is None:
+        print("  bart not found, skipped")
+    return r
+
+
+SECTIONS["quality"] = _quality_section
+
+
+def baselines_benchmark(
+    matrix: int = 128,
+    coils: int = 8,
+    frames: int = 20,
+    spokes: int = 13,
+    device: str = "cpu",
+    methods: tuple[str, ...] = ("cgsense", "tv", "wavelet", "lps", "bart"),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The CS baselines and BART ``pics`` at 128², 20 frames (:func:`quality_benchmark`)."""
+    return quality_benchmark(matrix, coils, frames, spokes, device, methods, seed=seed)
 
 
 def _baselines_section(quick: bool, device: str) -> dict[str, Any]:

@@ -273,7 +273,7 @@ def reconstruct(
         "device": str(dev),
         "seed": seed,
         "iters": iters if iters is not None else spec.default_iters,
-        **{k: v for k, v in options.items() if not isinstance(v, torch.Tensor)},
+        **{k: v for k, v in options.items() if not isinstance(v, torch.Tensor) and not callable(v)},
         **out.info,
     }
     return Reconstruction(
@@ -311,11 +311,12 @@ GENERATOR_OPTIONS = ("latent", "cycles", "period", "resp_period", "width", "k", 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
     def run(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-        from mridip.models import build_generator
+        from mridip.models import PRESETS, build_generator
         from mridip.recon import FitConfig, Reconstructor
 
         seed = int(opts.get("seed") or 0)
-        fit_kw = {k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None}
+        fit_kw = dict(PRESETS[preset].fit_defaults)
+        fit_kw.update({k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None})
         if opts.get("iters"):
             fit_kw["max_steps"] = int(opts["iters"])
         config = FitConfig(seed=seed, **fit_kw)
@@ -337,6 +338,7 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
             checkpoint=opts.get("checkpoint"),
             checkpoint_every=int(opts.get("checkpoint_every") or 0),
             progress=bool(opts.get("progress", True)),
+            monitor=opts.get("monitor"),
         )
         res = rec.fit(resume=bool(opts.get("resume", False)))
         info = dict(res.info, parameters=generator.param_count(), preset=preset, **gen_kw)

@@ -90,6 +90,9 @@ def test_bad_options_exit_2(tmp_path, capsys, radial_cine):
         main(["recon"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.count("\n") == 1
+    code, _, err = run(["demo", "--methods", "zf,nope", "--out", tmp_path / "d"], capsys)
+    assert code == 2 and "unknown method nope" in err and err.count("\n") == 1
+    assert not (tmp_path / "d").exists()
 
 
 def test_console_script_installed(tmp_path):

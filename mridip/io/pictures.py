@@ -83,3 +83,39 @@ def write_loss(path: str | os.PathLike[str], history: dict[str, np.ndarray]) -> 
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def write_quality_plot(path: str | os.PathLike[str], quality: dict) -> None:
+    """PSNR against wall time of ``mridip bench``'s quality section, as PNG.
+
+    Methods that return one image are points at (seconds, PSNR); the DIP fits are curves of
+    their generator's PSNR along the fit, ending in a point at the final image (after the final
+    data-consistency step).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for i, (name, row) in enumerate(quality["methods"].items()):
+        color = f"C{i % 10}"
+        trace = row.get("trace")
+        if trace:
+            t, p = np.asarray(trace, float).T
+            ax.plot(t, p, color=color, lw=1.2, alpha=0.8)
+        ax.plot([row["seconds"]], [row["psnr"]], "o", color=color, label=name)
+    s = quality["size"]
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("PSNR against the truth (dB)")
+    ax.set_title(
+        f"radial cine {s['matrix']}², {s['coils']} coils, {s['frames']} frames, "
+        f"{s['spokes']} spokes",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

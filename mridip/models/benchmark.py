@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mridip.models.cnn import PerFrameDecoder, level_sizes
-from mridip.models.generators import PRESETS, build_generator
+from mridip.models.generators import PRESETS, auto_width, build_generator
 
 # ---------------------------------------------------------------------------------------------
 # the reference structure
@@ -313,9 +313,12 @@ def generator_step_benchmark(
         result["presets"][name] = run(model)
 
     if reference:
+        # the reference's channel plan is GIP's 128² one at every matrix: compare like with like
         ours = result["presets"].get("gip")
-        if ours is None:
-            ours = run(build_generator("gip", matrix=matrix, frame_times=times, seed=seed))
+        if ours is None or auto_width("gip", matrix) != 24:
+            ours = run(
+                build_generator("gip", matrix=matrix, frame_times=times, seed=seed, width=24)
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             ref_model = _ReferenceGIP(n_frames, matrix)

@@ -241,10 +241,27 @@ class PerFrameConv2d(nn.Module):
         Convolution shape (odd kernel, same padding).
     bias
         Per-frame biases.
+    shared_base
+        Frame ``t``'s weights are ``base + weight[t]``: a weight set shared by all frames plus a
+        per-frame part that starts at zero. Every frame then starts from the same network and
+        the shared part learns from all frames' data at once (a fit converges several times
+        faster than with fully independent weights), while each frame keeps weights of its own.
+    frame_scale
+        With a shared base, frame ``t``'s weights are ``base + frame_scale · weight[t]``: Adam
+        moves every parameter at about the learning rate, so this factor is the per-frame
+        parts' learning rate relative to the shared part's (0.1 for mridip: the per-frame
+        parts follow each frame's own 13 spokes more slowly than the base follows all frames).
     """
 
     def __init__(
-        self, n_frames: int, in_ch: int, out_ch: int, kernel_size: int = 3, bias: bool = True
+        self,
+        n_frames: int,
+        in_ch: int,
+        out_ch: int,
+        kernel_size: int = 3,
+        bias: bool = True,
+        shared_base: bool = False,
+        frame_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.n_frames, self.in_ch, self.out_ch = n_frames, in_ch, out_ch
@@ -253,11 +270,26 @@ class PerFrameConv2d(nn.Module):
         # torch.channels_last)`` works; frame t's weights are rows t·out … (t+1)·out - 1
         self.weight = nn.Parameter(torch.empty(n_frames * out_ch, in_ch, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(n_frames, out_ch)) if bias else None
+        self.frame_scale = float(frame_scale)
+        self.base: nn.Parameter | None = None
+        self.base_bias: nn.Parameter | None = None
+        if shared_base and n_frames > 1:
+            self.base = nn.Parameter(torch.empty(out_ch, in_ch, kernel_size, kernel_size))
+            self.base_bias = nn.Parameter(torch.empty(out_ch)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self, std: float | None = None) -> None:
-        """PyTorch's ``Conv2d`` initialisation per frame, or ``N(0, std²)`` and zero bias."""
-        init_conv_(self.weight, self.bias, self.in_ch * self.kernel_size**2, std)
+        """PyTorch's ``Conv2d`` initialisation per frame, or ``N(0, std²)`` and zero bias; with a
+        shared base, the base is initialised so and the per-frame parts are zero."""
+        fan_in = self.in_ch * self.kernel_size**2
+        if self.base is None:
+            init_conv_(self.weight, self.bias, fan_in, std)
+            return
+        init_conv_(self.base, self.base_bias, fan_in, std)
+        with torch.no_grad():
+            self.weight.zero_()
+            if self.bias is not None:
+                self.bias.zero_()
 
     @property
     def frame_weight(self) -> Tensor:
@@ -272,6 +304,10 @@ class PerFrameConv2d(nn.Module):
         else:
             w = take(self.frame_weight, frames)
             b = None if self.bias is None else take(self.bias, frames)
+            if self.base is not None:
+                a = self.frame_scale
+                w = self.base + a * w
+                b = None if b is None or self.base_bias is None else self.base_bias + a * b
         return w, b
 
     def forward(self, x: Tensor, frames: Tensor | None = None, n: int | None = None) -> Tensor:
@@ -331,6 +367,8 @@ class PerFrameDecoder(nn.Module):
         matrices, see :func:`usable_levels`).
     upsample, activation
         ``"bilinear"|"nearest"`` and ``"elu"|"relu"``.
+    shared_base
+        Per-frame weights as a shared base plus a per-frame part (see :class:`PerFrameConv2d`).
     """
 
     def __init__(
@@ -344,6 +382,7 @@ class PerFrameDecoder(nn.Module):
         n_up: int = 4,
         upsample: str = "bilinear",
         activation: str = "elu",
+        shared_base: bool = False,
     ) -> None:
         super().__init__()
         if not 0 <= n_up < len(mults):
@@ -352,9 +391,10 @@ class PerFrameDecoder(nn.Module):
         self.sizes = level_sizes(out_size, usable_levels(out_size, n_up))
         self.out_channels = mults[-1] * width
         chans = [m * width for m in mults]
-        self.stem = PerFrameConv2d(n_frames, in_ch, chans[0])
+        self.stem = PerFrameConv2d(n_frames, in_ch, chans[0], shared_base=shared_base)
         self.convs = nn.ModuleList(
-            PerFrameConv2d(n_frames, chans[i - 1], chans[i]) for i in range(1, len(chans))
+            PerFrameConv2d(n_frames, chans[i - 1], chans[i], shared_base=shared_base)
+            for i in range(1, len(chans))
         )
         self.ups = nn.ModuleList(_upsample(s, upsample) for s in self.sizes[1:])
         self.act = _activation(activation)
@@ -386,6 +426,88 @@ class PerFrameDecoder(nn.Module):
             if i < len(self.ups):
                 x = self.ups[i](x)
             x = instance_norm(self.act(conv(x, frames, n)))
+        return x
+
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Re-initialise every convolution (see :meth:`PerFrameConv2d.reset_parameters`)."""
+        for m in self.modules():
+            if isinstance(m, PerFrameConv2d):
+                m.reset_parameters(std)
+
+
+class PerFrameConvDecoder(nn.Module):
+    """TDDIP's decoder plan with weights per frame, batched over frames (mridip's stage 1).
+
+    Layer plan (``w`` = ``width``; every convolution per frame, ``N`` = per-frame instance
+    normalisation, ``A`` = activation)::
+
+        conv3(in→w) N A, [conv3(w→w) N A] × n_extra
+        n_up × ( upsample, conv3(w→w) N A, [conv3(w→w) N A] × n_extra )
+
+    With ``shared_base=True`` (the mridip default) every frame starts from the same decoder, the
+    shared part learns from all frames' data and each frame's own part from its own (see
+    :class:`PerFrameConv2d`). The output is the grouped feature tensor ``(1, B·w, Ny, Nx)``
+    (channels-last) that the graph stage takes.
+
+    Parameters
+    ----------
+    n_frames, in_ch, out_size
+        As :class:`PerFrameDecoder`.
+    width, n_up, n_extra
+        Channels, upsamplings (fewer for tiny matrices) and extra convolutions per level.
+    upsample, activation
+        ``"nearest"|"bilinear"`` and ``"relu"|"elu"``.
+    shared_base, frame_scale
+        Per-frame weights as a shared base plus a scaled per-frame part.
+    """
+
+    def __init__(
+        self,
+        n_frames: int,
+        in_ch: int,
+        out_size: tuple[int, int],
+        *,
+        width: int = 32,
+        n_up: int = 4,
+        n_extra: int = 1,
+        upsample: str = "nearest",
+        activation: str = "relu",
+        shared_base: bool = True,
+        frame_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.n_frames, self.in_ch = n_frames, in_ch
+        self.sizes = level_sizes(out_size, usable_levels(out_size, n_up))
+        self.out_channels = width
+        self.n_extra = n_extra
+        n_convs = (len(self.sizes)) * (1 + n_extra)
+        self.convs = nn.ModuleList(
+            PerFrameConv2d(
+                n_frames,
+                in_ch if i == 0 else width,
+                width,
+                shared_base=shared_base,
+                frame_scale=frame_scale,
+            )
+            for i in range(n_convs)
+        )
+        self.ups = nn.ModuleList(_upsample(s, upsample) for s in self.sizes[1:])
+        self.act = _activation(activation)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        """Shape ``(in_ch, h0, w0)`` of one frame's input code."""
+        return (self.in_ch, *self.sizes[0])
+
+    def forward(self, z: Tensor, frames: Tensor | None = None) -> Tensor:
+        """Per-frame feature maps, grouped `(1, B·width, Ny, Nx)` channels-last."""
+        n = self.n_frames if frames is None else int(frames.numel())
+        x = z.contiguous(memory_format=_CL) if z.shape[0] == 1 else to_grouped(z)
+        per_level = 1 + self.n_extra
+        for i, conv in enumerate(self.convs):
+            if i and i % per_level == 0:
+                x = self.ups[i // per_level - 1](x)
+            x = self.act(instance_norm(conv(x, frames, n)))
         return x
 
     def reset_parameters(self, std: float | None = None) -> None:

@@ -340,6 +340,11 @@ class GraphStage(nn.Module):
         by all nodes.
     per_frame_heads
         Per-frame weights in the update's input convolution and the residual blocks (GIP).
+    shared_base
+        Those per-frame weights as a shared base plus a per-frame part that starts at zero
+        (see :class:`~mridip.models.cnn.PerFrameConv2d`).
+    frame_scale
+        Scale of the per-frame parts with a shared base.
     agg_norm
         ``"batch"`` or ``"instance"``.
     out_ch
@@ -356,6 +361,8 @@ class GraphStage(nn.Module):
         per_frame_heads: bool = True,
         agg_norm: str = "batch",
         out_ch: int = 2,
+        shared_base: bool = False,
+        frame_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if agg_norm not in ("batch", "instance"):
@@ -369,14 +376,18 @@ class GraphStage(nn.Module):
         if agg_norm == "batch":
             self.agg_weight = nn.Parameter(torch.ones(c))
             self.agg_bias = nn.Parameter(torch.zeros(c))
-        self.upd_in = PerFrameConv2d(n_conv, c, c)
+
+        def per_frame_conv() -> PerFrameConv2d:
+            return PerFrameConv2d(n_conv, c, c, shared_base=shared_base, frame_scale=frame_scale)
+
+        self.upd_in = per_frame_conv()
         # GIP's update convolves [a, h] (2C channels); here the two halves are two convolutions
         # summed (same weights and arithmetic; their backward ran 1.6× faster than one over the
         # concatenation on two CPU cores). upd_a carries the bias.
         fan_in = 2 * c * 9
         self.upd_a = NeighbourConv(c, c, self.k, per, fan_in=fan_in)
         self.upd_h = NeighbourConv(c, c, self.k, per, bias=False, fan_in=fan_in)
-        self.res = nn.ModuleList([PerFrameConv2d(n_conv, c, c), PerFrameConv2d(n_conv, c, c)])
+        self.res = nn.ModuleList([per_frame_conv() for _ in range(2)])
         self.head = nn.Linear(c, out_ch)  # 1×1 convolution shared by all frames
 
     def reset_parameters(self, std: float | None = None) -> None:
