@@ -248,6 +248,32 @@ def test_per_frame_weights_in_a_graph_generator_change_only_that_frames_stage1()
     assert torch.equal(changed[[0, 2, 3]], torch.zeros(3))
 
 
+def test_mridip_stage1_shared_base_and_own_parts() -> None:
+    """Frame t's weights are base + 0.1·own[t]: own[t] moves only frame t, the base moves all;
+    at construction every frame has the same network (own parts start at zero)."""
+    g = build_generator("mridip", matrix=(16, 16), frame_times=_times(4), k=2)
+    conv = g.stage1.convs[1]
+    assert conv.base is not None and conv.frame_scale == 0.1
+    assert torch.equal(conv.frame_weight, torch.zeros_like(conv.frame_weight))
+    with torch.no_grad():
+        before = g.stage1_features()
+        conv.frame_weight[2].normal_()
+        mid = g.stage1_features()
+        conv.base.mul_(-1.0)
+        after = g.stage1_features()
+    changed = (mid - before).flatten(1).abs().amax(dim=1)
+    assert changed[2] > 1e-3 and torch.equal(changed[[0, 1, 3]], torch.zeros(3))
+    assert bool(((after - mid).flatten(1).abs().amax(dim=1) > 1e-3).all())
+    # the grouped convolution computes conv(x, base + 0.1·own[t]) for every frame
+    x = torch.randn(4, conv.in_ch, 5, 6)
+    got = conv(to_grouped(x)).permute(0, 2, 3, 1).reshape(5, 6, 4, -1).permute(2, 3, 0, 1)
+    for t in range(4):
+        w = conv.base + 0.1 * conv.frame_weight[t]
+        b = conv.base_bias + 0.1 * conv.bias[t]
+        ref = nn.functional.conv2d(x[t : t + 1], w, b, padding=1)
+        torch.testing.assert_close(got[t : t + 1], ref, rtol=1e-4, atol=1e-5)
+
+
 def test_grouped_convolution_equals_separate_convolutions() -> None:
     torch.manual_seed(1)
     conv = PerFrameConv2d(3, 4, 5)

@@ -342,7 +342,30 @@ class PerFrameConv2d(nn.Module):
         return F.conv2d(x, w, b, padding=k // 2, groups=groups)
 
 
-class PerFrameDecoder(nn.Module):
+class _PerFrameStage(nn.Module):
+    """What the per-frame decoders share: input layout, code shape, re-initialisation."""
+
+    in_ch: int
+    sizes: list[tuple[int, int]]
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        """Shape ``(in_ch, h0, w0)`` of one frame's input code."""
+        return (self.in_ch, *self.sizes[0])
+
+    @staticmethod
+    def _grouped_input(z: Tensor) -> Tensor:
+        """Codes ``(B, in_ch, h0, w0)`` as a grouped tensor; one shared code stays as it is."""
+        return z.contiguous(memory_format=_CL) if z.shape[0] == 1 else to_grouped(z)
+
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Re-initialise every convolution (see :meth:`PerFrameConv2d.reset_parameters`)."""
+        for m in self.modules():
+            if isinstance(m, PerFrameConv2d):
+                m.reset_parameters(std)
+
+
+class PerFrameDecoder(_PerFrameStage):
     """Per-frame upsampling CNNs with independent weights, batched over frames (GIP's stage 1).
 
     Layer plan (``w`` = ``width``, channel multipliers ``m = mults``)::
@@ -367,8 +390,6 @@ class PerFrameDecoder(nn.Module):
         matrices, see :func:`usable_levels`).
     upsample, activation
         ``"bilinear"|"nearest"`` and ``"elu"|"relu"``.
-    shared_base
-        Per-frame weights as a shared base plus a per-frame part (see :class:`PerFrameConv2d`).
     """
 
     def __init__(
@@ -382,7 +403,6 @@ class PerFrameDecoder(nn.Module):
         n_up: int = 4,
         upsample: str = "bilinear",
         activation: str = "elu",
-        shared_base: bool = False,
     ) -> None:
         super().__init__()
         if not 0 <= n_up < len(mults):
@@ -391,18 +411,12 @@ class PerFrameDecoder(nn.Module):
         self.sizes = level_sizes(out_size, usable_levels(out_size, n_up))
         self.out_channels = mults[-1] * width
         chans = [m * width for m in mults]
-        self.stem = PerFrameConv2d(n_frames, in_ch, chans[0], shared_base=shared_base)
+        self.stem = PerFrameConv2d(n_frames, in_ch, chans[0])
         self.convs = nn.ModuleList(
-            PerFrameConv2d(n_frames, chans[i - 1], chans[i], shared_base=shared_base)
-            for i in range(1, len(chans))
+            PerFrameConv2d(n_frames, chans[i - 1], chans[i]) for i in range(1, len(chans))
         )
         self.ups = nn.ModuleList(_upsample(s, upsample) for s in self.sizes[1:])
         self.act = _activation(activation)
-
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        """Shape ``(in_ch, h0, w0)`` of one frame's input code."""
-        return (self.in_ch, *self.sizes[0])
 
     def forward(self, z: Tensor, frames: Tensor | None = None) -> Tensor:
         """Per-frame feature maps.
@@ -420,7 +434,7 @@ class PerFrameDecoder(nn.Module):
             Grouped features ``(1, B·C, Ny, Nx)`` channels-last, ``C = out_channels``.
         """
         n = self.n_frames if frames is None else int(frames.numel())
-        x = z.contiguous(memory_format=_CL) if z.shape[0] == 1 else to_grouped(z)
+        x = self._grouped_input(z)
         x = self.stem(x, frames, n)
         for i, conv in enumerate(self.convs):
             if i < len(self.ups):
@@ -428,14 +442,8 @@ class PerFrameDecoder(nn.Module):
             x = instance_norm(self.act(conv(x, frames, n)))
         return x
 
-    def reset_parameters(self, std: float | None = None) -> None:
-        """Re-initialise every convolution (see :meth:`PerFrameConv2d.reset_parameters`)."""
-        for m in self.modules():
-            if isinstance(m, PerFrameConv2d):
-                m.reset_parameters(std)
 
-
-class PerFrameConvDecoder(nn.Module):
+class PerFrameConvDecoder(_PerFrameStage):
     """TDDIP's decoder plan with weights per frame, batched over frames (mridip's stage 1).
 
     Layer plan (``w`` = ``width``; every convolution per frame, ``N`` = per-frame instance
@@ -494,24 +502,13 @@ class PerFrameConvDecoder(nn.Module):
         self.ups = nn.ModuleList(_upsample(s, upsample) for s in self.sizes[1:])
         self.act = _activation(activation)
 
-    @property
-    def in_shape(self) -> tuple[int, int, int]:
-        """Shape ``(in_ch, h0, w0)`` of one frame's input code."""
-        return (self.in_ch, *self.sizes[0])
-
     def forward(self, z: Tensor, frames: Tensor | None = None) -> Tensor:
         """Per-frame feature maps, grouped `(1, B·width, Ny, Nx)` channels-last."""
         n = self.n_frames if frames is None else int(frames.numel())
-        x = z.contiguous(memory_format=_CL) if z.shape[0] == 1 else to_grouped(z)
+        x = self._grouped_input(z)
         per_level = 1 + self.n_extra
         for i, conv in enumerate(self.convs):
             if i and i % per_level == 0:
                 x = self.ups[i // per_level - 1](x)
             x = self.act(instance_norm(conv(x, frames, n)))
         return x
-
-    def reset_parameters(self, std: float | None = None) -> None:
-        """Re-initialise every convolution (see :meth:`PerFrameConv2d.reset_parameters`)."""
-        for m in self.modules():
-            if isinstance(m, PerFrameConv2d):
-                m.reset_parameters(std)
