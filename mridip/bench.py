@@ -615,9 +615,11 @@ class PeakMemory:
 
     On the CPU a thread samples ``/proc/self/statm`` every 5 ms (torch's allocations are not
     seen by ``tracemalloc``); short peaks between samples can be missed, so the figure is a
-    lower bound. So that memory freed by an earlier method does not hide this one's use, glibc
-    is asked to serve every allocation above 128 kB by ``mmap`` (returned to the system when
-    freed) and to trim its heap first. Without ``/proc`` it stays 0.
+    lower bound. So that memory freed by an earlier method does not hide this one's use,
+    glibc is asked to return its free heap to the system first (``malloc_trim``); memory it
+    cannot return still hides part of the use, so on the CPU the figure is a lower bound too.
+    (Forcing every large allocation through ``mmap`` made it exact but slowed the DIP fits
+    several-fold, so that is not done.) Without ``/proc`` it stays 0.
     """
 
     @staticmethod
@@ -626,9 +628,7 @@ class PeakMemory:
         import ctypes.util
 
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
-            libc.malloc_trim(0)
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):
             pass
 
