@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from mridip._allocator import keep_freed_memory
+
 
 def machine() -> dict[str, Any]:
     """CPU model and cores, torch version and threads, GPU if any."""
@@ -541,7 +543,8 @@ def fit_step_benchmark(
     Two data terms on the same radial cine: mridip's (``normal_loss``: one Toeplitz ``AᴴA``,
     gradient supplied directly) and the references' way (torchkbnufft forward NUFFT of every
     coil image in the loss, backward through it by autograd). Best of ``repeats`` after one
-    warm-up step.
+    warm-up step. On the CPU, freed memory stays in the heap as in a fit
+    (:func:`mridip._allocator.keep_freed_memory`).
     """
     import torchkbnufft as tkbn
 
@@ -550,6 +553,8 @@ def fit_step_benchmark(
     from mridip.operators import NonCartesianSense, normal_loss
 
     dev = torch.device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()  # as Reconstructor.fit does
     n = matrix
     traj, _ = sampling.golden_angle_radial(n, spokes, frames)
     tr = traj.to(dev)

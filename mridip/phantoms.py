@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mridip.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Phantom:
@@ -62,6 +64,46 @@ def background_phase(matrix: tuple[int, int], strength: float = 1.0, seed: int =
     yy, xx = _grid(matrix)
     a = (torch.rand(6, generator=g, dtype=torch.float64) - 0.5) * 2 * strength
     return a[0] + a[1] * xx + a[2] * yy + a[3] * xx * yy + a[4] * xx**2 + a[5] * yy**2
+
+
+def from_images(
+    images: torch.Tensor,
+    matrix: tuple[int, int],
+    frame_dt: float = 0.04,
+    seed: int = 0,
+) -> Phantom:
+    """A series of real images ``(T, H, W)`` as a simulation object on ``matrix``.
+
+    For retrospective studies on magnitude images (``../shared/data``'s rat cine or PINCAT):
+    each frame is resampled to ``matrix`` in k-space (centre crop or zero padding, so that
+    nothing outside the images' band is invented), scaled to a peak magnitude of 1, and given
+    the smooth background phase of :func:`background_phase`. Frames are ``frame_dt`` seconds
+    apart.
+    """
+    from mridip.operators.cartesian import fft2c, ifft2c
+
+    if images.ndim != 3 or min(images.shape) < 1:
+        raise ConfigError(f"images must be (frames, ny, nx), got shape {tuple(images.shape)}")
+    x = images.abs().to(torch.float64) if images.is_complex() else images.to(torch.float64)
+    if not torch.isfinite(x).all() or float(x.max()) <= 0:
+        raise ConfigError("images must be finite and not all zero")
+    k = fft2c(x.to(torch.complex128))
+    for axis, (have, want) in enumerate(zip(x.shape[-2:], matrix, strict=True)):
+        dim = axis - 2
+        if want < have:
+            lo = have // 2 - want // 2  # keeps the k-space centre (index n // 2) centred
+            k = k.narrow(dim, lo, want)
+        elif want > have:
+            pad = [0, 0, 0, 0]
+            before = want // 2 - have // 2
+            pad[2 * (1 - axis)], pad[2 * (1 - axis) + 1] = before, want - have - before
+            k = torch.nn.functional.pad(k, pad)
+    mag = ifft2c(k).abs()
+    mag = mag / mag.max()
+    phase = background_phase(matrix, seed=seed)
+    image = (mag * torch.exp(1j * phase)).to(torch.complex64)
+    times = torch.arange(x.shape[0], dtype=torch.float64) * frame_dt
+    return Phantom(image, times, "cine")
 
 
 def _body(yy, xx, edge):

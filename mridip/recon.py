@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from mridip._allocator import keep_freed_memory
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
@@ -388,6 +389,8 @@ class Reconstructor:
         """
         c = self.config
         t0 = time.perf_counter()
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on the step's large buffers (see _allocator)
         gen = self.generator
         opt = torch.optim.Adam(gen.parameters(), lr=c.lr)
         milestones = sorted({max(1, int(f * c.max_steps)) for f in c.lr_halve_at})

@@ -87,13 +87,24 @@ def _complex_noise(rng: np.random.Generator, shape: tuple[int, ...], chol: np.nd
     return np.moveaxis(np.tensordot(chol, np.moveaxis(white, axis, 0), axes=1), 0, axis)
 
 
-def simulate(config: SimulationConfig) -> Simulation:
-    """Simulate a scan (see :class:`SimulationConfig`) without writing it."""
+def simulate(config: SimulationConfig, images: torch.Tensor | None = None) -> Simulation:
+    """Simulate a scan (see :class:`SimulationConfig`) without writing it.
+
+    ``images``: a series of real images ``(T, H, W)`` to scan instead of the phantom of
+    ``config.kind`` (see :func:`mridip.phantoms.from_images`); ``config.frames`` must be ``T``.
+    """
     config.check()
     n, t, c = config.matrix, config.frames, config.coils
     fine = (2 * n, 2 * n)
-    make = phantoms.cine_phantom if config.kind == "cine" else phantoms.perfusion_phantom
-    ph = make(fine, t, seed=config.seed)
+    if images is not None:
+        if images.ndim != 3 or images.shape[0] != t:
+            raise ConfigError(
+                f"images must be ({t}, ny, nx) for {t} frames, got shape {tuple(images.shape)}"
+            )
+        ph = phantoms.from_images(images, fine, seed=config.seed)
+    else:
+        make = phantoms.cine_phantom if config.kind == "cine" else phantoms.perfusion_phantom
+        ph = make(fine, t, seed=config.seed)
     maps_fine = phantoms.coil_maps(fine, c, seed=config.seed)
     # band-limited truth and maps at the recon matrix: crop the centre of the fine k-space
     lo = n // 2

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mridip._allocator import keep_freed_memory
 from mridip.models.cnn import PerFrameDecoder, level_sizes
 from mridip.models.generators import PRESETS, auto_width, build_generator
 
@@ -280,15 +281,20 @@ def generator_step_benchmark(
     Returns
     -------
     dict
-        ``{"device", "threads", "torch", "matrix", "n_frames", "steps", "presets": {name:
-        {"params", "step_s", "step_min_s", "peak_mem_mib"}}, "gip_vs_reference": {"gip",
-        "reference", "speedup"}, "stage1_batched_vs_loop": {"batched", "loop", "speedup"}}``;
+        ``{"cpu_heap_kept", "device", "threads", "torch", "matrix", "n_frames", "steps",
+        "presets": {name: {"params", "step_s", "step_min_s", "peak_mem_mib"}},
+        "gip_vs_reference": {"gip", "reference", "speedup"},
+        "stage1_batched_vs_loop": {"batched", "loop", "speedup"}}``; ``cpu_heap_kept``: whether
+        freed memory stays in the heap (:func:`mridip._allocator.keep_freed_memory`).
         ``speedup`` is the peer's median step time over ours. Peak memory is the rise above
         the level before the case (CUDA: allocated memory; CPU: sampled resident set size).
     """
     dev = torch.device(device)
+    # as in a fit (Reconstructor.fit): freed CPU memory stays in the heap, for ours and the peer
+    kept = dev.type == "cpu" and keep_freed_memory()
     times = torch.arange(n_frames, dtype=torch.float64) * 0.05
     result: dict[str, Any] = {
+        "cpu_heap_kept": kept,
         "device": torch.cuda.get_device_name(dev)
         if dev.type == "cuda"
         else platform.processor() or platform.machine(),
