@@ -162,29 +162,76 @@ def _operator_section(quick: bool, device: str) -> list[dict[str, Any]]:
 
 
 #: Benchmark sections by name: ``fn(quick, device) -> JSON-able``; each prints its own lines.
-SECTIONS: dict[str, Callable[[bool, str], Any]] = {"operator": _operator_section}
+#: The sections in :data:`METHOD_SECTIONS` also take ``methods=`` (a tuple of method names).
+SECTIONS: dict[str, Callable[..., Any]] = {"operator": _operator_section}
+
+#: Sections that run whole reconstructions and accept ``bench --methods``.
+METHOD_SECTIONS = ("quality", "stop")
+
+#: Sections a full run leaves out unless named in ``--only``: the time-to-stop fits at 128² take
+#: hours on a CPU. ``--quick`` runs them at its small sizes like every other section.
+OPT_IN_SECTIONS = ("stop",)
 
 
-def run_bench(quick: bool = False, device: str = "cpu", only: str | None = None) -> dict[str, Any]:
-    """Run the benchmark sections (all, or the comma-separated ``only``) into one report.
+def bench_plan(
+    quick: bool, only: str | None, methods: str | None
+) -> tuple[list[str], dict[str, Any]]:
+    """The sections :func:`run_bench` runs, and the keywords for :data:`METHOD_SECTIONS`.
 
     Raises
     ------
     ConfigError
-        For an unknown section name or an unavailable device.
+        For an unknown section or method name.
     """
     from mridip.errors import ConfigError
-    from mridip.methods import resolve_device
+    from mridip.methods import METHODS
 
-    dev = resolve_device(device)
-    names = list(SECTIONS) if not only else [s.strip() for s in only.split(",") if s.strip()]
+    if only:
+        names = [s.strip() for s in only.split(",") if s.strip()]
+    else:
+        names = [n for n in SECTIONS if quick or n not in OPT_IN_SECTIONS]
     unknown = [n for n in names if n not in SECTIONS]
+    if not names:
+        raise ConfigError(f"--only names no section; available: {', '.join(SECTIONS)}")
     if unknown:
         raise ConfigError(f"unknown bench section(s) {unknown}; available: {', '.join(SECTIONS)}")
+    if not methods:
+        return names, {}
+    if not any(n in METHOD_SECTIONS for n in names):
+        raise ConfigError(f"--methods applies to the {' and '.join(METHOD_SECTIONS)} sections only")
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    bad = [m for m in chosen if m not in METHODS]
+    if bad or not chosen:
+        raise ConfigError(f"unknown method(s) {bad}; available: {', '.join(METHODS)}")
+    return names, {"methods": chosen}
+
+
+def run_bench(
+    quick: bool = False,
+    device: str = "cpu",
+    only: str | None = None,
+    methods: str | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark sections into one report.
+
+    ``only`` names sections (comma-separated); without it every section runs, except
+    :data:`OPT_IN_SECTIONS` in a full (not ``quick``) run. ``methods`` (comma-separated method
+    names) restricts the sections that run reconstructions (:data:`METHOD_SECTIONS`).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown section or method name, or an unavailable device.
+    """
+    from mridip.methods import resolve_device
+
+    names, picked = bench_plan(quick, only, methods)
+    dev = resolve_device(device)
     report: dict[str, Any] = {"machine": machine(), "device": str(dev), "quick": quick}
     for name in names:
         t0 = time.perf_counter()
-        report[name] = SECTIONS[name](quick, str(dev))
+        kw = picked if name in METHOD_SECTIONS else {}
+        report[name] = SECTIONS[name](quick, str(dev), **kw)
         report.setdefault("section_seconds", {})[name] = time.perf_counter() - t0
     return report
 
@@ -754,8 +801,13 @@ def quality_benchmark(
             "iters": rec.config.get("iters"),
         }
         if dip:
-            rows[name]["steps_run"] = rec.config.get("steps_run")
+            steps_run = int(rec.config.get("steps_run") or 0)
+            rows[name]["steps_run"] = steps_run
             rows[name]["best_step"] = rec.config.get("best_step")
+            # the whole method's time over its steps: set-up, evaluations and the final step
+            # included, so it is a little above the fit-step section's figure
+            rows[name]["step_s"] = rec.seconds / max(steps_run, 1)
+            rows[name]["stopped_early"] = bool(rec.config.get("stopped_early"))
             rows[name]["trace"] = trace
         if "bart_seconds" in rec.config:
             rows[name]["bart_process_s"] = rec.config["bart_seconds"]
@@ -773,28 +825,63 @@ def quality_benchmark(
     }
 
 
-def _quality_section(quick: bool, device: str) -> dict[str, Any]:
-    if quick:
-        r = quality_benchmark(matrix=32, coils=6, frames=8, spokes=7, device=device, dip_steps=60)
-    else:
-        r = quality_benchmark(device=device)
+def _print_quality(title: str, r: dict[str, Any]) -> None:
     s = r["size"]
     print(
-        f"quality, radial cine {s['matrix']}², {s['coils']} coils, {s['frames']} frames, "
+        f"{title}, radial cine {s['matrix']}², {s['coils']} coils, {s['frames']} frames, "
         f"{s['spokes']} spokes:"
     )
     for k, v in r["methods"].items():
         ratio = f" ({v['time_vs_bart']:.2f}× bart)" if "time_vs_bart" in v else ""
+        steps = ""
+        if "steps_run" in v:
+            steps = f"  {v['steps_run']} steps (kept {v['best_step']}), {v['step_s']:.2f} s/step"
         print(
             f"  {k:8s} {v['seconds']:8.2f} s{ratio:16s} {v['psnr']:6.2f} dB  "
-            f"SSIM {v['ssim']:.3f}  peak {v['peak_mib']:7.1f} MiB"
+            f"SSIM {v['ssim']:.3f}  peak {v['peak_mib']:7.1f} MiB{steps}"
         )
     if r["bart"] is None:
         print("  bart not found, skipped")
+
+
+def _quality_section(
+    quick: bool, device: str, methods: tuple[str, ...] = QUALITY_METHODS
+) -> dict[str, Any]:
+    if quick:
+        r = quality_benchmark(
+            matrix=32, coils=6, frames=8, spokes=7, device=device, methods=methods, dip_steps=60
+        )
+    else:
+        r = quality_benchmark(device=device, methods=methods)
+    _print_quality("quality", r)
     return r
 
 
 SECTIONS["quality"] = _quality_section
+
+#: Methods of the time-to-stop section: the DIP presets with CG-SENSE and BART as references.
+STOP_METHODS = ("cgsense", "bart", "mridip", "gip", "tddip", "dip")
+
+
+def _stop_section(
+    quick: bool, device: str, methods: tuple[str, ...] = STOP_METHODS
+) -> dict[str, Any]:
+    """Time to stop: every DIP preset fitted with its defaults at the fit-step section's size
+    (128², 8 coils, 20 frames, 13 spokes) until its stopping rule fires or ``max_steps`` ends
+    it."""
+    if quick:
+        r = quality_benchmark(
+            matrix=32, coils=4, frames=6, spokes=7, device=device, methods=methods, dip_steps=60
+        )
+    else:
+        r = quality_benchmark(
+            matrix=128, coils=8, frames=20, spokes=13, device=device, methods=methods
+        )
+    _print_quality("time to stop", r)
+    return r
+
+
+SECTIONS["stop"] = _stop_section
 
 
 def baselines_benchmark(
