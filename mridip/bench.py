@@ -808,6 +808,7 @@ def quality_benchmark(
             # included, so it is a little above the fit-step section's figure
             rows[name]["step_s"] = rec.seconds / max(steps_run, 1)
             rows[name]["stopped_early"] = bool(rec.config.get("stopped_early"))
+            rows[name]["final"] = rec.config.get("final")
             rows[name]["trace"] = trace
         if "bart_seconds" in rec.config:
             rows[name]["bart_process_s"] = rec.config["bart_seconds"]
@@ -835,7 +836,10 @@ def _print_quality(title: str, r: dict[str, Any]) -> None:
         ratio = f" ({v['time_vs_bart']:.2f}× bart)" if "time_vs_bart" in v else ""
         steps = ""
         if "steps_run" in v:
-            steps = f"  {v['steps_run']} steps (kept {v['best_step']}), {v['step_s']:.2f} s/step"
+            steps = (
+                f"  {v['steps_run']} steps (kept {v['best_step']}), {v['step_s']:.2f} s/step,"
+                f" final {v.get('final')}"
+            )
         print(
             f"  {k:8s} {v['seconds']:8.2f} s{ratio:16s} {v['psnr']:6.2f} dB  "
             f"SSIM {v['ssim']:.3f}  peak {v['peak_mib']:7.1f} MiB{steps}"

@@ -447,9 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warm-start", type=int, default=None, help="pretrain steps towards CG-SENSE")
     g.add_argument(
         "--final",
-        choices=["dc", "refit", "none"],
+        choices=["auto", "dc", "refit", "none"],
         default=None,
-        help="last step: data consistency (default), refit on all data, or none (noisy data)",
+        help="last step: auto (default: data consistency if the held-out samples favour it), "
+        "dc, refit on all data, or none",
     )
     g.add_argument("--checkpoint-every", type=int, default=0, help="write OUT/checkpoint.pt")
     g.add_argument("--resume", default=None, metavar="OUT", help="continue from OUT/checkpoint.pt")

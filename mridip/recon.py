@@ -7,8 +7,8 @@ so a step costs one generator pass and one ``normal``, with no NUFFT.
 Stopping needs no reference: a small random part of the measured samples (``holdout``) is
 left out of the fit; their residual is tracked every ``eval_every`` steps, the weights with the
 lowest held-out residual are kept, and the fit stops ``patience`` steps after the last
-improvement. Then the held-out samples rejoin through a final data-consistency step (see
-:class:`FitConfig`, ``final``).
+improvement. Then the held-out samples rejoin through a final data-consistency step, kept only
+when the held-out samples say that it helps (see :class:`FitConfig`, ``final``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from mridip._allocator import keep_freed_memory
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
+
+#: Choices of :attr:`FitConfig.final`.
+FINAL_STEPS = ("auto", "dc", "refit", "none")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,12 @@ class FitConfig:
     min_steps
         Never stop before this step.
     final
+        ``"auto"`` (default): decide with the hold-out whether the data-consistency step helps.
+        The step is first solved on the fitted samples alone; when that image explains the
+        held-out samples better than the generator's image ``G`` does, the step is taken on all
+        data (``"dc"``), otherwise ``G`` is returned (``"none"``). At low noise the step adds
+        detail the generator has not reached; on noisy data it adds noise. Without a hold-out
+        ``"auto"`` is ``"dc"``. The choice is ``FitResult.info["final"]``.
         ``"dc"``: a data-consistency step on all data (held-out samples included):
         ``(AᴴWA + μI)x = AᴴWy + μG`` by ``final_iters`` CG iterations from ``G``;
         ``"refit"``: ``refit_steps`` more Adam steps on all data from the best weights;
@@ -83,7 +92,7 @@ class FitConfig:
     eval_every: int = 20
     patience: int = 300
     min_steps: int = 200
-    final: str = "dc"
+    final: str = "auto"
     final_mu: float = 1.0
     final_iters: int = 5
     refit_steps: int = 50
@@ -104,8 +113,8 @@ class FitConfig:
             raise ConfigError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if self.lr <= 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
-        if self.final not in ("dc", "refit", "none"):
-            raise ConfigError(f"final must be dc, refit or none, not {self.final!r}")
+        if self.final not in FINAL_STEPS:
+            raise ConfigError(f"final must be one of {', '.join(FINAL_STEPS)}, not {self.final!r}")
         if self.frames_per_step is not None and self.frames_per_step < 1:
             raise ConfigError(f"frames per step must be ≥ 1, got {self.frames_per_step}")
         if self.eval_every < 1 or self.patience < 1:
@@ -312,11 +321,19 @@ class Reconstructor:
             loss.backward()
             opt.step()
 
-    def _cg_image(self, g: torch.Tensor, mu: float, extra: torch.Tensor | None, iters: int):
-        """Solve ``(AᴴWA + μ'I)x = AᴴWy + μ'(g [+ extra])`` from ``g``; μ' relative to ``AᴴWA``."""
+    def _cg_image(
+        self,
+        g: torch.Tensor,
+        mu: float,
+        extra: torch.Tensor | None,
+        iters: int,
+        fitted_only: bool = False,
+    ) -> torch.Tensor:
+        """Solve ``(AᴴWA + μ'I)x = AᴴWy + μ'(g [+ extra])`` from ``g``; μ' relative to ``AᴴWA``
+        of all data. ``fitted_only``: ``A``, ``W``, ``y`` of the fitted samples alone."""
         from mridip.baselines import conjugate_gradient
 
-        op, rhs = self.op_all, self.rhs_all
+        op, rhs = (self.op_fit, self.rhs_fit) if fitted_only else (self.op_all, self.rhs_all)
         mu_abs = mu * self._mean_eigenvalue()
         target = g if extra is None else g + extra
         b = rhs + mu_abs * target
@@ -326,6 +343,22 @@ class Reconstructor:
 
         x, _ = conjugate_gradient(normal, b, x0=g, iters=iters)
         return x
+
+    def _final_dc(self, g: torch.Tensor, info: dict[str, Any]) -> torch.Tensor:
+        """``final="auto"``: the data-consistency step if the held-out samples favour it."""
+        c = self.config
+        if self.op_val is None:
+            info["final"] = "dc"
+            return self._cg_image(g, c.final_mu, None, c.final_iters)
+        trial = self._cg_image(g, c.final_mu, None, c.final_iters, fitted_only=True)
+        r_g = float(self._residual(self.op_val, self.rhs_val, self.yy_val, g))
+        r_dc = float(self._residual(self.op_val, self.rhs_val, self.yy_val, trial))
+        info["final_val_residual"] = {"none": r_g, "dc": r_dc}
+        if r_dc < r_g:
+            info["final"] = "dc"
+            return self._cg_image(g, c.final_mu, None, c.final_iters)
+        info["final"] = "none"
+        return g
 
     def _mean_eigenvalue(self) -> float:
         if not hasattr(self, "_mean_eig"):
@@ -519,10 +552,15 @@ class Reconstructor:
                         loss.backward()
                         opt2.step()
             out = self._output(None)
+        info["final"] = c.final
         if c.admm_iters > 0:
             out = self._admm(hist)
+            info["final"] = "admm"
         elif c.final == "dc":
             with torch.no_grad():
                 out = self._cg_image(out, c.final_mu, None, c.final_iters)
+        elif c.final == "auto":
+            with torch.no_grad():
+                out = self._final_dc(out, info)
         image = (out.detach() * self.scale).to("cpu", torch.complex64)
         return FitResult(image, hist, best_step, stopped, time.perf_counter() - t0, info)

@@ -130,10 +130,61 @@ def test_resume_refuses_other_settings(tiny, tmp_path):
         ).fit(resume=True)
 
 
-@pytest.mark.parametrize("final", ["dc", "refit", "none"])
+@pytest.mark.parametrize("final", ["auto", "dc", "refit", "none"])
 def test_final_steps_run(tiny, final):
     res = _fit(tiny, steps=10, final=final).fit()
     assert torch.isfinite(torch.view_as_real(res.image)).all()
+    assert res.info["final"] == final or (final == "auto" and res.info["final"] in ("dc", "none"))
+
+
+class _Fixed(torch.nn.Module):
+    """A "generator" whose output is one stored image series (its only parameter)."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.x = torch.nn.Parameter(torch.view_as_real(image.to(torch.complex64)).clone())
+
+    def forward(self, frames=None):
+        x = torch.view_as_complex(self.x)
+        return x if frames is None else x[frames]
+
+
+def _fixed_fit(kspace, maps, image_of_scale):
+    """A Reconstructor whose generator sits at ``image_of_scale(scale)`` and (almost) stays."""
+    cfg = FitConfig(max_steps=1, min_steps=1, eval_every=1, lr=1e-12, holdout=0.2)
+    rec = Reconstructor(kspace, maps, _Fixed(torch.zeros(kspace.n_frames, *kspace.matrix)), cfg)
+    rec.progress = False
+    with torch.no_grad():
+        rec.generator.x.copy_(torch.view_as_real(image_of_scale(rec.scale).to(torch.complex64)))
+    return rec
+
+
+def test_auto_final_keeps_the_step_only_where_the_held_out_samples_favour_it(tiny):
+    """``final="auto"`` takes the data-consistency step for a generator image that misses the
+    data (the temporal mean of the truth: no motion) and refuses it for one that is right (the
+    truth) when the data are noisy; in each case its choice is the one closer to the truth."""
+    truth = torch.as_tensor(tiny.reference).to(torch.complex64)
+    static = truth.mean(0, keepdim=True).expand_as(truth)
+
+    res = _fixed_fit(tiny.kspace, tiny.maps, lambda s: static / s).fit()
+    assert res.info["final"] == "dc"
+    r = res.info["final_val_residual"]
+    assert r["dc"] < r["none"]
+    assert evaluate(res.image, truth)["psnr"] > evaluate(static, truth)["psnr"] + 1
+
+    g = torch.Generator().manual_seed(3)
+    data = tiny.kspace.data
+    sigma = 0.5 * float(data.abs().pow(2).mean().sqrt())
+    noise = torch.complex(
+        torch.randn(data.shape, generator=g), torch.randn(data.shape, generator=g)
+    )
+    noisy = dataclasses.replace(tiny.kspace, data=data + sigma * noise)
+    res = _fixed_fit(noisy, tiny.maps, lambda s: truth / s).fit()
+    assert res.info["final"] == "none"
+    assert evaluate(res.image, truth)["psnr"] > 40  # the truth, returned unchanged
+    dc = _fixed_fit(noisy, tiny.maps, lambda s: truth / s)
+    dc.config = dataclasses.replace(dc.config, final="dc")
+    assert evaluate(dc.fit().image, truth)["psnr"] < evaluate(res.image, truth)["psnr"] - 3
 
 
 def test_admm_refinement_runs(tiny):
