@@ -152,8 +152,8 @@ class _Fixed(torch.nn.Module):
 def _fixed_fit(kspace, maps, image_of_scale):
     """A Reconstructor whose generator sits at ``image_of_scale(scale)`` and (almost) stays."""
     cfg = FitConfig(max_steps=1, min_steps=1, eval_every=1, lr=1e-12, holdout=0.2)
-    rec = Reconstructor(kspace, maps, _Fixed(torch.zeros(kspace.n_frames, *kspace.matrix)), cfg)
-    rec.progress = False
+    start = _Fixed(torch.zeros(kspace.n_frames, *kspace.matrix))
+    rec = Reconstructor(kspace, maps, start, cfg, progress=False)
     with torch.no_grad():
         rec.generator.x.copy_(torch.view_as_real(image_of_scale(rec.scale).to(torch.complex64)))
     return rec
