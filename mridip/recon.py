@@ -552,7 +552,8 @@ class Reconstructor:
                         loss.backward()
                         opt2.step()
             out = self._output(None)
-        info["final"] = c.final
+        # a refit with nothing held out would repeat the fit's own data: it is skipped and said so
+        info["final"] = "none" if c.final == "refit" and self.op_val is None else c.final
         if c.admm_iters > 0:
             out = self._admm(hist)
             info["final"] = "admm"

@@ -137,6 +137,11 @@ def test_final_steps_run(tiny, final):
     assert res.info["final"] == final or (final == "auto" and res.info["final"] in ("dc", "none"))
 
 
+def test_refit_without_held_out_samples_is_recorded_as_skipped(tiny):
+    res = _fit(tiny, steps=3, final="refit", holdout=0.0).fit()
+    assert res.info["final"] == "none"
+
+
 class _Fixed(torch.nn.Module):
     """A "generator" whose output is one stored image series (its only parameter)."""
 
