@@ -139,7 +139,9 @@ def test_final_steps_run(tiny, final):
 
 def test_refit_without_held_out_samples_is_recorded_as_skipped(tiny):
     res = _fit(tiny, steps=3, final="refit", holdout=0.0).fit()
+    plain = _fit(tiny, steps=3, final="none", holdout=0.0).fit()
     assert res.info["final"] == "none"
+    assert torch.equal(res.image, plain.image)  # no refit steps were taken
 
 
 class _Fixed(torch.nn.Module):
