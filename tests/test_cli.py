@@ -121,3 +121,20 @@ def test_methods_lists_every_method_with_parameter_counts(capsys):
         assert any(line.startswith(name + " ") for line in out.splitlines())
     n = PRESETS["tddip"].param_count((64, 64), 12)
     assert f"{n / 1e6:.2f} M parameters at 64², 12 frames" in out
+
+
+def test_final_choices_match_the_fit_config(tmp_path, capsys, radial_cine):
+    """The CLI lists ``--final``'s choices itself (so ``--help`` needs no torch); they must stay
+    those ``FitConfig`` accepts, and any other gets one line and exit code 2."""
+    from mridip.cli import build_parser
+    from mridip.recon import FINAL_STEPS
+
+    recon = build_parser()._subparsers._group_actions[0].choices["recon"]
+    (final,) = [a for a in recon._actions if "--final" in a.option_strings]
+    assert tuple(final.choices) == FINAL_STEPS
+    with pytest.raises(SystemExit) as exc:
+        main(["recon", str(radial_cine), "-o", str(tmp_path / "o"), "--final", "best"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--final" in err
+    assert not (tmp_path / "o").exists()
