@@ -28,6 +28,7 @@ from mridip._allocator import keep_freed_memory
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
+from mridip.sampling import holdout_weights
 
 #: Choices of :attr:`FitConfig.final`.
 FINAL_STEPS = ("auto", "dc", "refit", "none")
@@ -148,24 +149,6 @@ class FitResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _holdout_weights(
-    kspace: DynamicKSpace, fraction: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Fit and held-out 0/1 weights over the measured samples (shapes of the operator weights)."""
-    if fraction <= 0:
-        return None
-    if kspace.is_cartesian:
-        assert kspace.mask is not None
-        u = torch.rand(kspace.mask.shape, generator=generator).to(kspace.device)
-        held = (u < fraction) & kspace.mask
-    else:
-        t, _, k = kspace.data.shape
-        u = torch.rand((t, 1, k), generator=generator).to(kspace.device)
-        held = u < fraction
-    held_f = held.to(torch.float32)
-    return 1.0 - held_f, held_f
-
-
 def data_scale(kspace: DynamicKSpace, maps: torch.Tensor) -> float:
     """The 99th percentile of the zero-filled magnitude: divides the data so images are O(1)."""
     from mridip.baselines import zero_filled
@@ -231,7 +214,7 @@ class Reconstructor:
         self._rng = torch.Generator().manual_seed(self.config.seed + 1)
         self._perm: torch.Tensor | None = None  # frame order of the current epoch
         self._pos = 0
-        split = _holdout_weights(self.kspace, self.config.holdout, self._rng)
+        split = holdout_weights(self.kspace, self.config.holdout, self._rng)
         y = self.kspace.data / self.scale
         dcf = None
         if not self.kspace.is_cartesian and self.config.density_weighted:

@@ -8,11 +8,15 @@ encoding along ``y`` (axis -2) and the readout along ``x`` (axis -1). Angles are
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from mridip.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mridip.kspace import DynamicKSpace
 
 #: Golden angle for full spokes (diameters): π/φ ≈ 111.246° (Winkelmann et al. 2007), radians.
 GOLDEN_ANGLE = math.pi * (math.sqrt(5.0) - 1.0) / 2.0
@@ -227,3 +231,43 @@ def normalize_dcf(traj: torch.Tensor, dcf: torch.Tensor, matrix: tuple[int, int]
     )
     gain = gain.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     return (dcf.to(torch.float64) / gain).to(torch.float32)
+
+
+def holdout_weights(
+    kspace: DynamicKSpace, fraction: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Split the measured samples at random into fitted and held-out ones, as 0/1 weights.
+
+    The DIP's stopping rule (:class:`mridip.recon.Reconstructor`) and the choice of
+    regularisation weights by cross-validation (:mod:`mridip.lam`) both fit to one part of the
+    samples and judge the fit by how well it predicts the other.
+
+    Parameters
+    ----------
+    kspace
+        The data; its mask (Cartesian) or its sample count (non-Cartesian) is split.
+    fraction
+        Expected fraction held out, in ``[0, 1)``; 0 returns None (nothing held out).
+    generator
+        Source of the random choice (on the CPU, so a seed gives the same split on any device).
+
+    Returns
+    -------
+    (fit, held) or None
+        Weights of the operator's shape (:func:`mridip.operators.for_kspace`'s ``weights``):
+        ``(T, Ny, Nx)`` for Cartesian data (held-out samples are measured ones only),
+        ``(T, 1, K)`` otherwise (shared by the coils), float32 on the data's device, with
+        ``fit + held = 1``.
+    """
+    if fraction <= 0:
+        return None
+    if kspace.is_cartesian:
+        assert kspace.mask is not None
+        u = torch.rand(kspace.mask.shape, generator=generator).to(kspace.device)
+        held = (u < fraction) & kspace.mask
+    else:
+        t, _, k = kspace.data.shape
+        u = torch.rand((t, 1, k), generator=generator).to(kspace.device)
+        held = u < fraction
+    held_f = held.to(torch.float32)
+    return 1.0 - held_f, held_f

@@ -9,7 +9,8 @@ from mridip.baselines import zero_filled
 from mridip.metrics import evaluate
 from mridip.models import build_generator
 from mridip.preprocess import load
-from mridip.recon import FitConfig, Reconstructor, _holdout_weights
+from mridip.recon import FitConfig, Reconstructor
+from mridip.sampling import holdout_weights
 from mridip.simulate import SimulationConfig, simulate, write_simulation
 
 
@@ -32,7 +33,7 @@ def _fit(scan, steps=30, **kw):
 
 def test_holdout_split_partitions_samples(tiny):
     g = torch.Generator().manual_seed(0)
-    fit_w, held_w = _holdout_weights(tiny.kspace, 0.2, g)
+    fit_w, held_w = holdout_weights(tiny.kspace, 0.2, g)
     assert torch.equal(fit_w + held_w, torch.ones_like(fit_w))
     assert 0.15 < float(held_w.mean()) < 0.25
 
