@@ -10,6 +10,7 @@ Shapes (DESIGN §3), with ``T`` frames, ``C`` coils, ``K`` samples per frame:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from mridip.errors import KSpaceError
+from mridip.geometry import Geometry
 
 _TRAJ_TOL = 1e-3
 
@@ -43,6 +45,9 @@ class DynamicKSpace:
         index (one second apart), which generators treat as uniform sampling of the cycle.
     fov_mm
         Field of view ``(y, x)`` in millimetres, when known.
+    geometry
+        Where the slice lies in the patient (:class:`mridip.geometry.Geometry`), when the raw
+        header gives it; the writers of NIfTI, DICOM and MRD images use it.
     meta
         Free-form provenance (file, slice, geometry, what the loader dropped).
 
@@ -60,6 +65,7 @@ class DynamicKSpace:
     dcf: torch.Tensor | None = None
     frame_times: torch.Tensor | None = None
     fov_mm: tuple[float, float] | None = None
+    geometry: Geometry | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -209,6 +215,13 @@ class DynamicKSpace:
             traj=move(self.traj),
             dcf=move(self.dcf),
         )
+
+    def with_geometry(self, geometry: Geometry | None) -> DynamicKSpace:
+        """Return a copy that carries ``geometry`` (shares the tensors; no re-validation, since
+        the geometry takes no part in the invariants)."""
+        out = copy.copy(self)
+        object.__setattr__(out, "geometry", geometry)
+        return out
 
     def select_frames(self, frames: slice | list[int] | torch.Tensor) -> DynamicKSpace:
         """Return the k-space of a subset of frames (a new, validated object)."""

@@ -28,6 +28,7 @@ import torch
 
 from mridip import sampling
 from mridip.errors import KSpaceError, RawDataError
+from mridip.geometry import geometry_from_readouts
 from mridip.io.raw import RawHeader, RawScan, has_flag, read_raw, warn
 from mridip.io.raw_writer import TICK_S
 from mridip.kspace import DynamicKSpace
@@ -418,6 +419,17 @@ def to_kspace(
             ks = _cartesian(data, head, labels, raw.header, notes, dropped, meta)
     except KSpaceError as exc:  # the data model's checks speak for the file here
         raise RawDataError(f"{raw.path}: {exc}") from None
+    fov = ks.fov_mm or (raw.header.recon_fov_mm[1], raw.header.recon_fov_mm[0])
+    ks = ks.with_geometry(
+        geometry_from_readouts(
+            head,
+            matrix=ks.matrix,
+            fov_mm=fov,
+            slice_thickness_mm=raw.header.recon_fov_mm[2] or raw.header.encoded_fov_mm[2],
+            xml=raw.xml,
+            frame_times_from=ks.meta.get("frame_times_from"),
+        )
+    )
     return ks, torch.from_numpy(whitening)
 
 

@@ -210,6 +210,8 @@ class RawScan:
         Readouts set aside, by reason (``noise`` counts the noise scans, which are used).
     notes
         One line per warning the reader gave, for ``mridip info``.
+    xml
+        The ISMRMRD XML header as stored (for the scanner geometry and patient fields).
     """
 
     header: RawHeader
@@ -224,6 +226,7 @@ class RawScan:
     groups: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    xml: str = ""
 
     def flag(self, name: str) -> np.ndarray:
         """Boolean ``(N,)``: readouts with the named flag set (see :data:`FLAGS`)."""
@@ -607,6 +610,7 @@ def _assemble(
         groups=groups,
         dropped=dropped,
         notes=notes,
+        xml=xml,
     )
 
 

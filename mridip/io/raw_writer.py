@@ -36,6 +36,9 @@ class RawAcquisitions:
         Index of the k-space centre within a readout.
     flags
         ``(N,)`` uint64 ISMRMRD flag bits (0 for plain imaging).
+    position, read_dir, phase_dir, slice_dir
+        Slice geometry written into every readout: centre in LPS millimetres and the unit
+        vectors of readout, phase encoding and slice normal (default: axial at the iso-centre).
     """
 
     data: np.ndarray
@@ -46,6 +49,10 @@ class RawAcquisitions:
     flags: np.ndarray | None = None
     sample_time_us: float = 2.5
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    read_dir: tuple[float, float, float] = (1.0, 0.0, 0.0)
+    phase_dir: tuple[float, float, float] = (0.0, 1.0, 0.0)
+    slice_dir: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
 def make_header(
@@ -59,8 +66,11 @@ def make_header(
     tr_ms: float,
     encoded_fov_mm: tuple[float, float] | None = None,
     vendor: str = "mridip-simulate",
+    patient_position: str | None = None,
 ) -> str:
-    """An ISMRMRD XML header; matrices and FOVs are ``(x, y)`` (readout first, as the format)."""
+    """An ISMRMRD XML header; matrices and FOVs are ``(x, y)`` (readout first, as the format).
+
+    ``patient_position`` (``HFS``, ``FFS`` ...) adds a ``measurementInformation`` section."""
     efov = encoded_fov_mm or fov_mm
     lim = {k: xsd.limitType(minimum=a, maximum=b, center=c) for k, (a, b, c) in limits.items()}
     enc = xsd.encodingType(
@@ -75,7 +85,13 @@ def make_header(
         encodingLimits=xsd.encodingLimitsType(**lim),
         trajectory=xsd.trajectoryType(trajectory),
     )
+    extra = {}
+    if patient_position is not None:
+        extra["measurementInformation"] = xsd.measurementInformationType(
+            patientPosition=xsd.patientPositionType(patient_position)
+        )
     header = xsd.ismrmrdHeader(
+        **extra,
         experimentalConditions=xsd.experimentalConditionsType(H1resonanceFrequency_Hz=63_897_600),
         acquisitionSystemInformation=xsd.acquisitionSystemInformationType(
             systemVendor=vendor,
@@ -148,9 +164,10 @@ def write_raw(
                 a.center_sample = acq.center_sample
                 a.sample_time_us = acq.sample_time_us
                 a.available_channels = acq.data.shape[1]
-                a.read_dir[:] = (1.0, 0.0, 0.0)
-                a.phase_dir[:] = (0.0, 1.0, 0.0)
-                a.slice_dir[:] = (0.0, 0.0, 1.0)
+                a.position[:] = acq.position
+                a.read_dir[:] = acq.read_dir
+                a.phase_dir[:] = acq.phase_dir
+                a.slice_dir[:] = acq.slice_dir
                 counter += 1
                 ds.append_acquisition(a)
         finally:

@@ -2,7 +2,9 @@
 
 ``recon.h5`` layout: ``/image`` ``(T, Ny, Nx)`` complex64; ``/frame_times`` ``(T,)`` seconds;
 ``/maps`` ``(C, Ny, Nx)`` complex64 when given; ``/history/<name>`` 1-D arrays (loss curves);
-root attributes ``method``, ``config`` (JSON), ``mridip_version``, ``seconds``.
+root attributes ``method``, ``config`` (JSON), ``mridip_version``, ``seconds``, and
+``geometry`` (JSON of :class:`mridip.geometry.Geometry`) when the scan had one, so that
+``mridip export`` can write NIfTI, DICOM, MRD or MP4 from ``recon.h5`` alone.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,8 @@ import h5py
 import numpy as np
 
 from mridip.errors import ResultError
+from mridip.geometry import Geometry
+from mridip.io import export as ex
 from mridip.io.atomic import atomic_path
 
 
@@ -31,16 +36,33 @@ def write_recon(
     history: dict[str, np.ndarray] | None = None,
     seconds: float | None = None,
     pictures: bool = True,
+    geometry: Geometry | None = None,
+    formats: tuple[str, ...] | list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``recon.h5``, ``cine.gif`` and ``montage.png`` (and ``loss.png`` with a history).
+    """Write ``recon.h5``, ``cine.gif`` and ``montage.png`` (and ``loss.png`` with a history),
+    and any of NIfTI, DICOM, MRD images and MP4 that ``formats`` names.
 
     All files are written under temporary names and renamed together at the end, so either
     every output exists complete or none of them was replaced.
 
+    Parameters
+    ----------
+    geometry
+        Scanner geometry, stored in ``recon.h5`` and used by the NIfTI, DICOM and MRD writers
+        (None: identity geometry there, with a :class:`~mridip.io.export.GeometryWarning`).
+    formats
+        Any of :data:`~mridip.io.export.FORMATS` (``gif`` stands for the pictures: GIF,
+        montage, loss curve). Default ``h5`` and, with ``pictures``, ``gif``.
+
     Returns
     -------
     dict
-        Paths of the files written, by kind.
+        Paths of the files written, by kind (``dicom`` is a folder).
+
+    Raises
+    ------
+    ResultError
+        A malformed image, an unknown format, or an output path that cannot hold its format.
     """
     from mridip import __version__
     from mridip.io import pictures as pics
@@ -49,30 +71,60 @@ def write_recon(
     image = np.asarray(image)
     if image.ndim != 3 or not np.iscomplexobj(image):
         raise ResultError(f"image must be complex (T, Ny, Nx), got {image.dtype} {image.shape}")
-    targets = {"h5": out / "recon.h5"}
-    if pictures:
+    if formats is None:
+        formats = ex.DEFAULT_FORMATS if pictures else ("h5",)
+    formats = ex.parse_formats(",".join(formats))
+    targets: dict[str, Path] = {}
+    if "h5" in formats:
+        targets["h5"] = out / "recon.h5"
+    if "gif" in formats:
         targets["gif"] = out / "cine.gif"
         targets["montage"] = out / "montage.png"
         if history and any(len(v) > 1 for v in history.values()):
             targets["loss"] = out / "loss.png"
+    exports = [k for k in ex.EXPORT_FORMATS if k in formats]
+    for kind in exports:
+        targets[kind] = out / ex.OUTPUT_NAMES[kind]
+        ex.check_target(kind, targets[kind])
+    resolved = None
+    if any(k in exports for k in ("nifti", "dicom", "mrd")):
+        resolved = ex.resolve_geometry(geometry, image, "the result")
+    dt = ex.frame_period(frame_times, geometry)
     with contextlib.ExitStack() as stack:
-        tmp = {k: stack.enter_context(atomic_path(p)) for k, p in targets.items()}
-        with h5py.File(tmp["h5"], "w") as f:
-            f.create_dataset("image", data=image.astype(np.complex64))
-            if frame_times is not None:
-                f.create_dataset("frame_times", data=np.asarray(frame_times, np.float64))
-            if maps is not None:
-                f.create_dataset("maps", data=np.asarray(maps, np.complex64))
-            if history:
-                g = f.create_group("history")
-                for name, values in history.items():
-                    g.create_dataset(name, data=np.asarray(values))
-            f.attrs["method"] = method
-            f.attrs["config"] = json.dumps(config, default=str, sort_keys=True)
-            f.attrs["mridip_version"] = __version__
-            if seconds is not None:
-                f.attrs["seconds"] = float(seconds)
-        if pictures:
+        tmp = {
+            k: stack.enter_context(ex.atomic_dir(p) if k == "dicom" else atomic_path(p))
+            for k, p in targets.items()
+        }
+        for kind in exports:
+            ex.write_to_temporary(
+                kind,
+                tmp[kind],
+                targets[kind],
+                image,
+                resolved or Geometry.identity(image.shape[-2:]),
+                frame_times,
+                dt=dt,
+                method=method,
+            )
+        if "h5" in tmp:
+            with h5py.File(tmp["h5"], "w") as f:
+                f.create_dataset("image", data=image.astype(np.complex64))
+                if frame_times is not None:
+                    f.create_dataset("frame_times", data=np.asarray(frame_times, np.float64))
+                if maps is not None:
+                    f.create_dataset("maps", data=np.asarray(maps, np.complex64))
+                if history:
+                    g = f.create_group("history")
+                    for name, values in history.items():
+                        g.create_dataset(name, data=np.asarray(values))
+                f.attrs["method"] = method
+                f.attrs["config"] = json.dumps(config, default=str, sort_keys=True)
+                f.attrs["mridip_version"] = __version__
+                if seconds is not None:
+                    f.attrs["seconds"] = float(seconds)
+                if geometry is not None:
+                    f.attrs["geometry"] = json.dumps(geometry.to_dict(), sort_keys=True)
+        if "gif" in tmp:
             pics.write_gif(tmp["gif"], image, frame_times)
             pics.write_montage(tmp["montage"], image, frame_times, title=method)
             if "loss" in tmp and history:
@@ -119,3 +171,102 @@ def read_image(spec: str | os.PathLike[str]) -> np.ndarray:
     if arr.ndim != 3:
         raise ResultError(f"{p}:{dataset} is {arr.shape}; expected an image series (T, Ny, Nx)")
     return arr
+
+
+@dataclass(frozen=True)
+class StoredRecon:
+    """What ``recon.h5`` holds for the exporters: series, frame times, method, geometry."""
+
+    image: np.ndarray
+    frame_times: np.ndarray | None
+    method: str
+    geometry: Geometry | None
+
+
+def read_recon(path: str | os.PathLike[str]) -> StoredRecon:
+    """Read a ``recon.h5`` written by :func:`write_recon`.
+
+    Raises
+    ------
+    ResultError
+        Missing file, not HDF5, no ``/image``, or a ``geometry`` attribute that does not parse.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ResultError(f"no such file: {p}")
+    if p.is_dir():
+        raise ResultError(f"{p} is a folder; give the recon.h5 inside it")
+    try:
+        f = h5py.File(p, "r")
+    except OSError:
+        raise ResultError(f"{p} is not an HDF5 file") from None
+    with f:
+        if not isinstance(f.get("image"), h5py.Dataset):
+            raise ResultError(f"{p} has no /image: not a recon.h5 written by mridip recon")
+        image = np.asarray(f["image"][()])
+        times = f.get("frame_times")
+        frame_times = None if not isinstance(times, h5py.Dataset) else np.asarray(times[()])
+        method = str(f.attrs.get("method", ""))
+        text = f.attrs.get("geometry")
+    if image.ndim != 3:
+        raise ResultError(f"{p}:/image is {image.shape}; expected an image series (T, Ny, Nx)")
+    geometry = None
+    if text is not None:
+        try:
+            geometry = Geometry.from_dict(json.loads(text))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise ResultError(f"{p}: the stored geometry does not parse ({exc})") from None
+    return StoredRecon(image, frame_times, method, geometry)
+
+
+def export_recon(
+    recon: str | os.PathLike[str],
+    to: str,
+    output: str | os.PathLike[str],
+    *,
+    complex_values: bool = False,
+) -> Path:
+    """Write a ``recon.h5`` as NIfTI, DICOM, MRD images or MP4 (``mridip export``).
+
+    Parameters
+    ----------
+    recon
+        A ``recon.h5``.
+    to
+        One of :data:`~mridip.io.export.EXPORT_FORMATS`.
+    output
+        The file (NIfTI ``.nii``/``.nii.gz``, MRD ``.h5``, ``.mp4``) or, for DICOM, the folder.
+    complex_values
+        NIfTI and MRD: store complex values instead of the magnitude.
+
+    Returns
+    -------
+    Path
+        What was written.
+
+    Raises
+    ------
+    ResultError
+        A bad recon file, an unknown format, or an output path that cannot hold the format.
+        A result without geometry is written with identity geometry and a
+        :class:`~mridip.io.export.GeometryWarning`.
+    """
+    if to not in ex.EXPORT_FORMATS:
+        raise ResultError(
+            f"unknown export format {to!r}; choose from {', '.join(ex.EXPORT_FORMATS)}"
+        )
+    out = Path(output)
+    ex.check_target(to, out)
+    r = read_recon(recon)
+    if to == "nifti":
+        return ex.write_nifti(
+            out, r.image, r.geometry, r.frame_times, complex_values=complex_values
+        )
+    if to == "dicom":
+        ex.write_dicom(out, r.image, r.geometry, r.frame_times, method=r.method)
+        return out
+    if to == "mrd":
+        return ex.write_mrd(
+            out, r.image, r.geometry, r.frame_times, method=r.method, complex_values=complex_values
+        )
+    return ex.write_mp4(out, r.image, r.frame_times, geometry=r.geometry)
