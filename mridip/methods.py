@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from mridip.baselines import (
-    cg_sense,
-    low_rank_plus_sparse,
-    total_variation,
-    wavelet_fourier,
-    zero_filled,
-)
-from mridip.coils import estimate_maps
 from mridip.errors import ConfigError
 from mridip.geometry import Geometry
 from mridip.kspace import DynamicKSpace
-from mridip.output import MethodOutput
-from mridip.recon import FitConfig, Reconstructor
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns: the image series ``(T, Ny, Nx)`` and its history."""
+
+    image: torch.Tensor
+    history: dict[str, list[float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,14 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 
 def _run_zf(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    return zero_filled(kspace, maps)
+    from mridip.baselines import zero_filled
+
+    return MethodOutput(zero_filled(kspace, maps).image)
 
 
 def _run_cgsense(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import cg_sense
+
     lam = opts.get("lam")
     r = cg_sense(
         kspace,
@@ -129,16 +132,22 @@ def _cs_output(r: Any) -> MethodOutput:
 
 
 def _run_tv(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import total_variation
+
     names = ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted")
     return _cs_output(total_variation(kspace, maps, **_cs_kwargs(opts, names)))
 
 
 def _run_wavelet(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import wavelet_fourier
+
     names = ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted")
     return _cs_output(wavelet_fourier(kspace, maps, **_cs_kwargs(opts, names)))
 
 
 def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
+    from mridip.baselines import low_rank_plus_sparse
+
     names = ("lam_lowrank", "density_weighted")
     return _cs_output(low_rank_plus_sparse(kspace, maps, **_cs_kwargs(opts, names)))
 
@@ -243,6 +252,8 @@ def reconstruct(
     ConfigError
         Unknown method, CUDA asked for but absent, bad option values.
     """
+    from mridip.coils import estimate_maps
+
     if method not in METHODS:
         known = ", ".join(sorted(METHODS))
         hint = " (planned, not in this version)" if method in PLANNED else ""
@@ -306,13 +317,12 @@ GENERATOR_OPTIONS = ("latent", "cycles", "period", "resp_period", "width", "k", 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
     def run(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-        from mridip.models import PRESETS, build_generator  # torch_geometric: only when asked
+        from mridip.models import PRESETS, build_generator
+        from mridip.recon import FitConfig, Reconstructor
 
         seed = int(opts.get("seed") or 0)
         fit_kw = dict(PRESETS[preset].fit_defaults)
-        # every FitConfig field is an option, so that new ones reach studies and Python callers
-        names = (set(FIT_OPTIONS) | set(FitConfig.__dataclass_fields__)) - {"seed", "max_steps"}
-        fit_kw.update({k: opts[k] for k in names if opts.get(k) is not None})
+        fit_kw.update({k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None})
         if opts.get("iters"):
             fit_kw["max_steps"] = int(opts["iters"])
         config = FitConfig(seed=seed, **fit_kw)
@@ -356,6 +366,8 @@ def _register_dip() -> None:
 
 def _dip_default_steps() -> int:
     """Default step limit of the DIP fits (kept in one place: :class:`mridip.recon.FitConfig`)."""
+    from mridip.recon import FitConfig
+
     return FitConfig().max_steps
 
 
