@@ -274,6 +274,19 @@ def cmd_recon(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(a: argparse.Namespace) -> int:
+    from mridip.study import load_study, run
+
+    config = load_study(a.study)  # a malformed file stops here, before anything is written
+    log = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = run(config, a.output, jobs=a.jobs, ray_address=a.ray, log=log)
+    print(
+        f"{len(result.rows)} cells: {result.ran} run, {result.reused} reused, "
+        f"{result.failed} failed; {a.output}/results.csv, summary.md, figures/"
+    )
+    return 1 if result.failed else 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from mridip.io.results import read_image
     from mridip.metrics import evaluate
@@ -504,6 +517,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps of the DIP methods (default 600: about 2.5 minutes for mridip on 2 cores)",
     )
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("study", help="run a retrospective study from a TOML file")
+    s.add_argument("study", help="study file (.toml, see docs/study.md)")
+    s.add_argument("-o", "--output", required=True, help="output folder (a rerun resumes it)")
+    s.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    s.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells as Ray tasks: local (a Ray instance on this machine), auto or "
+        "HOST:PORT",
+    )
+    s.add_argument("--quiet", action="store_true", help="no line per finished cell")
+    s.set_defaults(func=cmd_study)
     return p
 
 

@@ -322,7 +322,9 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
 
         seed = int(opts.get("seed") or 0)
         fit_kw = dict(PRESETS[preset].fit_defaults)
-        fit_kw.update({k: opts[k] for k in FIT_OPTIONS if opts.get(k) is not None})
+        # every FitConfig field is an option, so that new ones reach studies and Python callers
+        names = (set(FIT_OPTIONS) | set(FitConfig.__dataclass_fields__)) - {"seed", "max_steps"}
+        fit_kw.update({k: opts[k] for k in names if opts.get(k) is not None})
         if opts.get("iters"):
             fit_kw["max_steps"] = int(opts["iters"])
         config = FitConfig(seed=seed, **fit_kw)

@@ -181,6 +181,213 @@ def variable_density_mask(
     return torch.from_numpy(mask)
 
 
+#: Golden angle between spiral interleaves that each cover all directions: 2π(1 − 1/φ) ≈ 137.5°.
+SPIRAL_GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
+
+
+def spiral_nyquist_interleaves(base_resolution: int, turns: float = 2.0, density: float = 1.5):
+    """Interleaves that sample the edge of k-space at Nyquist for :func:`spiral_interleave`.
+
+    A spiral of ``turns`` turns reaching ``|k| = π`` as ``r ∝ τ^density`` has, at the edge, a
+    ring spacing of ``density · π / turns`` per interleave; ``n`` rotated copies bring it down
+    to the Nyquist spacing ``2π / N`` when ``n = density · N / (2 · turns)``, rounded up.
+    """
+    return max(1, math.ceil(density * base_resolution / (2.0 * turns) - 1e-9))
+
+
+def spiral_interleave(
+    base_resolution: int, turns: float = 2.0, density: float = 1.5, oversampling: int = 2
+) -> torch.Tensor:
+    """One variable-density spiral-out interleave, ``(2, K)`` float64 radians per voxel.
+
+    The radius grows as ``|k| = k_max · τ^density`` while the angle grows linearly over
+    ``turns`` turns (``density = 1`` is an Archimedean spiral; larger values sample the centre
+    more densely than the edge). Samples are equally spaced along the curve, ``2π / (os·N)``
+    apart, as on a radial spoke with readout oversampling ``os``; ``k_max = π (1 − 1/N)``
+    keeps every sample inside ``[-π, π)``. Rows ``(k_y, k_x)``; the interleave starts at the
+    centre heading along ``+k_x``.
+    """
+    if base_resolution < 2 or turns <= 0 or density <= 0 or oversampling < 1:
+        raise ConfigError(
+            f"spiral needs N ≥ 2, turns > 0, density > 0, oversampling ≥ 1; got N="
+            f"{base_resolution}, turns={turns}, density={density}, oversampling={oversampling}"
+        )
+    kmax = math.pi * (1.0 - 1.0 / base_resolution)
+    tau = np.linspace(0.0, 1.0, 4096 * max(1, math.ceil(turns)))
+    r = kmax * tau**density
+    theta = 2 * math.pi * turns * tau
+    ky, kx = r * np.sin(theta), r * np.cos(theta)
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(ky), np.diff(kx)))])
+    step = 2 * math.pi / (oversampling * base_resolution)
+    s = np.arange(0.0, arc[-1], step)
+    return torch.from_numpy(np.stack([np.interp(s, arc, ky), np.interp(s, arc, kx)]))
+
+
+def spiral_trajectory(
+    base_resolution: int,
+    interleaves_per_frame: int,
+    n_frames: int,
+    turns: float = 2.0,
+    density: float = 1.5,
+    rotation: str = "golden",
+    oversampling: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Variable-density spiral interleaves, evenly spread in each frame and rotated over frames.
+
+    Frame ``t`` holds ``I`` copies of :func:`spiral_interleave` at angles ``2πj/I + t·δ``: with
+    ``rotation="golden"`` ``δ`` is :data:`SPIRAL_GOLDEN_ANGLE` (any run of frames covers
+    directions evenly), with ``"uniform"`` ``δ = 2π/(I·T)`` (the ``T`` frames together hold
+    ``I·T`` evenly spaced interleaves), with ``"none"`` every frame is the same.
+
+    Parameters
+    ----------
+    base_resolution
+        Image matrix ``N``.
+    interleaves_per_frame
+        ``I``; :func:`spiral_nyquist_interleaves` over ``I`` is the acceleration at the edge.
+    n_frames
+        ``T``.
+    turns, density, oversampling
+        Shape of each interleave (:func:`spiral_interleave`).
+    rotation
+        ``"golden"``, ``"uniform"`` or ``"none"``.
+
+    Returns
+    -------
+    traj, angles
+        ``(T, 2, I·K)`` float32 trajectory, interleave after interleave, rows ``(k_y, k_x)``,
+        and ``(T, I)`` rotation angles in radians.
+
+    Raises
+    ------
+    ConfigError
+        Bad counts or an unknown rotation.
+    """
+    if interleaves_per_frame < 1 or n_frames < 1:
+        raise ConfigError(
+            f"spiral needs ≥ 1 interleave and frame, got {interleaves_per_frame}, {n_frames}"
+        )
+    step = {
+        "golden": SPIRAL_GOLDEN_ANGLE,
+        "uniform": 2 * math.pi / (interleaves_per_frame * n_frames),
+        "none": 0.0,
+    }
+    if rotation not in step:
+        raise ConfigError(f"spiral rotation must be golden, uniform or none, not {rotation!r}")
+    arm = spiral_interleave(base_resolution, turns, density, oversampling)  # (2, K)
+    i = interleaves_per_frame
+    base = torch.arange(i, dtype=torch.float64) * (2 * math.pi / i)
+    shift = torch.arange(n_frames, dtype=torch.float64) * step[rotation]
+    angles = torch.remainder(base[None, :] + shift[:, None], 2 * math.pi)  # (T, I)
+    c, s = torch.cos(angles)[..., None], torch.sin(angles)[..., None]  # (T, I, 1)
+    ky = s * arm[1] + c * arm[0]  # rotate (k_x, k_y) by the angle
+    kx = c * arm[1] - s * arm[0]
+    traj = torch.stack([ky.reshape(n_frames, -1), kx.reshape(n_frames, -1)], dim=1)
+    return traj.to(torch.float32), angles
+
+
+def spiral_dcf(traj: torch.Tensor, matrix: tuple[int, int], interleaves: int) -> torch.Tensor:
+    """Analytic density compensation of :func:`spiral_trajectory`, ``(T, 1, I·K)`` float32.
+
+    Neighbouring interleaves of a frame are rotated copies, so the area of k-space one sample
+    stands for is the annulus sector ``(2π/I) · |k| · Δ|k|``, with ``Δ|k|`` the radial
+    advance per sample (central differences along the interleave). The centre sample gets the
+    disc of half a step's radius, shared by the interleaves. Scaled by :func:`normalize_dcf`.
+    """
+    t, _, n = traj.shape
+    if n % interleaves:
+        raise ConfigError(f"{n} samples per frame do not split into {interleaves} interleaves")
+    k = torch.linalg.vector_norm(traj.to(torch.float64), dim=1).reshape(t, interleaves, -1)
+    dk = torch.gradient(k, dim=-1)[0].abs()
+    w = torch.maximum(k * dk, dk**2 / 8)
+    return normalize_dcf(traj, w.reshape(t, 1, n).to(torch.float32), matrix)
+
+
+def poisson_disc_mask(
+    matrix: tuple[int, int],
+    n_frames: int,
+    acceleration: float,
+    calib: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Variable-density Poisson-disc masks over ``(k_y, k_x)``, a new pattern in every frame.
+
+    Points rather than lines (as in GIP's Cartesian experiments): sigpy's Poisson-disc sampler
+    (Bridson's algorithm, density falling as ``1/(1 + s|k|)``, corners cropped) with a fully
+    sampled ``calib × calib`` centre (default ``max(4, N/8)``), seeded ``seed + t`` in frame
+    ``t``. sigpy meets ``acceleration`` to within 10 %.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(T, Ny, Nx)`` bool mask.
+
+    Raises
+    ------
+    ConfigError
+        ``acceleration ≤ 1`` or a centre larger than the matrix.
+    """
+    from sigpy.mri import poisson
+
+    ny, nx = matrix
+    if acceleration <= 1:
+        raise ConfigError(f"Poisson-disc acceleration must be > 1, got {acceleration}")
+    c = max(4, min(ny, nx) // 8) if calib is None else int(calib)
+    if not 0 <= c <= min(ny, nx):
+        raise ConfigError(f"calibration centre {c} does not fit the {ny}×{nx} matrix")
+    masks = [  # set-up only, not a hot path
+        np.abs(poisson((ny, nx), acceleration, calib=(c, c), seed=seed + t)) > 0
+        for t in range(n_frames)
+    ]
+    return torch.from_numpy(np.stack(masks))
+
+
+def vista_mask(
+    matrix: tuple[int, int],
+    n_frames: int,
+    acceleration: float,
+    center_lines: int = 0,
+    power: float = 1.0,
+) -> torch.Tensor:
+    """VISTA-like Cartesian masks: variable-density lines spread evenly over ``k_y`` and time.
+
+    In the spirit of VISTA (Ahmad et al., MRM 2015), not its optimiser: frame ``t`` takes the
+    lines at the quantiles ``(j + {t/φ})/n`` (``j = 0..n-1``, ``{·}`` the fractional part,
+    ``φ`` the golden ratio) of a density ``(1 − |k|/k_max)^power + 0.1``, so lines never
+    bunch within a frame, every frame is shifted against the last and the ``k_y``–``t`` plane
+    fills without holes; a collision takes the nearest free line. Deterministic.
+    ``center_lines`` are added to every frame (and count towards the acceleration).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(T, Ny, Nx)`` bool mask with ``round(Ny / acceleration)`` lines per frame.
+    """
+    ny, nx = matrix
+    if acceleration < 1:
+        raise ConfigError(f"acceleration must be ≥ 1, got {acceleration}")
+    n_lines = max(1, int(round(ny / acceleration)))
+    center_lines = min(max(0, center_lines), n_lines)
+    c0 = ny // 2 - center_lines // 2
+    centre = list(range(c0, c0 + center_lines))
+    ky = np.arange(ny)
+    density = np.clip(1.0 - np.abs(ky - ny // 2) / (ny / 2), 0.0, None) ** power + 0.1
+    density[centre] = 0.0
+    cdf = np.concatenate([[0.0], np.cumsum(density)])
+    cdf /= cdf[-1]
+    n_rand = n_lines - center_lines
+    golden = (math.sqrt(5.0) - 1.0) / 2.0
+    mask = np.zeros((n_frames, ny, nx), dtype=bool)
+    for t in range(n_frames):  # set-up only
+        taken = set(centre)
+        q = (np.arange(n_rand) + (t * golden) % 1.0) / max(n_rand, 1)
+        for line in np.searchsorted(cdf, q, side="right") - 1:
+            free = [k for k in np.argsort(np.abs(ky - line), kind="stable") if k not in taken]
+            taken.add(int(free[0]))
+        mask[t, sorted(taken), :] = True
+    return torch.from_numpy(mask)
+
+
 def radial_ramp_dcf(traj: torch.Tensor, matrix: tuple[int, int]) -> torch.Tensor:
     """Analytic ramp (|k|) density compensation for radial spokes through the centre.
 
