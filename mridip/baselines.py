@@ -1,7 +1,9 @@
 """Classical reconstructions on the same data and operators as the DIP methods.
 
 Every function takes a :class:`~mridip.kspace.DynamicKSpace` and coil maps ``(C, Ny, Nx)``
-and returns an image series ``(T, Ny, Nx)`` complex64 on the data's device, with a history.
+and returns a :class:`~mridip.output.MethodOutput`: an image series ``(T, Ny, Nx)`` complex64
+on the data's device, its history and the settings resolved from the data. Each is a thin
+composition of an operator (:mod:`mridip.operators`) and a solver (:mod:`mridip.solvers`).
 
 Beside ``zf`` and CG-SENSE stand the compressed-sensing methods users compare against:
 temporal (and spatial) total variation by ADMM (:func:`total_variation`), spatial wavelets of
@@ -9,10 +11,10 @@ the temporal Fourier transform by POGM (:func:`wavelet_fourier`, k-t SPARSE) and
 sparse by POGM (:func:`low_rank_plus_sparse`, Otazo et al. 2015; Lin & Fessler 2019).
 
 Their regularisation weights are *relative*: ``λ_abs = lam · s`` with ``s`` computed from the
-data and the operator (:func:`regularization_scale`), so one default works whatever the data's
-scale (prewhitened scanner data, simulated files of any noise level), the coil maps'
-normalisation and the trajectory. :func:`lam_sweep` and :func:`discrepancy_choice` help to
-choose ``lam`` (docs/baselines.md).
+data and the operator (:func:`~mridip.solvers.regularization_scale`), so one default works
+whatever the data's scale (prewhitened scanner data, simulated files of any noise level), the
+coil maps' normalisation and the trajectory. :func:`lam_sweep` and :func:`discrepancy_choice`
+help to choose ``lam`` (docs/baselines.md).
 Inner iterations use the operator's ``normal`` (the Toeplitz embedding for non-Cartesian data),
 never a NUFFT, and every frame is processed in one tensor.
 """
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,14 +32,28 @@ import torch
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace
+from mridip.output import MethodOutput
+from mridip.solvers import (
+    L1Term,
+    Wavelet2D,
+    admm_l1,
+    casorati_singular_values,
+    conjugate_gradient,
+    finite_difference,
+    finite_difference_adjoint,
+    largest_singular_value,
+    operator_gains,
+    pogm,
+    regularization_scale,
+    singular_value_threshold,
+    soft_threshold,
+    temporal_fft,
+    temporal_ifft,
+    wavelet_soft_threshold,
+)
 
-
-@dataclass
-class BaselineResult:
-    """Image series and per-iteration history of a baseline."""
-
-    image: torch.Tensor
-    history: dict[str, list[float]] = field(default_factory=dict)
+#: The result type of every baseline (one type for every method: :class:`MethodOutput`).
+BaselineResult = MethodOutput
 
 
 def _coil_energy(maps: torch.Tensor) -> torch.Tensor:
@@ -45,7 +61,7 @@ def _coil_energy(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(e > 1e-6 * e.max(), e, torch.ones_like(e))
 
 
-def zero_filled(kspace: DynamicKSpace, maps: torch.Tensor) -> BaselineResult:
+def zero_filled(kspace: DynamicKSpace, maps: torch.Tensor) -> MethodOutput:
     """Density-compensated adjoint, combined with the coil maps: ``Σ_c S_c* (Aᴴ_c D y_c) / Σ|S|²``.
 
     Cartesian data are zero-filled (no compensation); non-Cartesian data use ``kspace.dcf``.
@@ -53,53 +69,7 @@ def zero_filled(kspace: DynamicKSpace, maps: torch.Tensor) -> BaselineResult:
     op = for_kspace(kspace, maps, toeplitz=False)
     y = kspace.data if kspace.dcf is None else kspace.data * kspace.dcf
     x = op.adjoint(y) / _coil_energy(op.maps)
-    return BaselineResult(x.to(torch.complex64))
-
-
-def conjugate_gradient(
-    normal: Callable[[torch.Tensor], torch.Tensor],
-    rhs: torch.Tensor,
-    x0: torch.Tensor | None = None,
-    iters: int = 10,
-    tol: float = 1e-6,
-) -> tuple[torch.Tensor, list[float]]:
-    """Solve ``N x = b`` for a Hermitian positive (semi-)definite ``N``, frame by frame.
-
-    Frames are independent systems solved together: step sizes are ``(T,)`` tensors, so one
-    call of ``normal`` serves all frames per iteration.
-
-    Returns
-    -------
-    x, history
-        Solution ``(T, ...)`` and the relative residual norm after each iteration.
-    """
-    dims = tuple(range(1, rhs.ndim))
-
-    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a.conj() * b).sum(dim=dims).real
-
-    def expand(v: torch.Tensor) -> torch.Tensor:
-        return v.reshape(-1, *([1] * (rhs.ndim - 1)))
-
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
-    r = rhs - normal(x) if x0 is not None else rhs.clone()
-    p = r.clone()
-    rr = dot(r, r)
-    b_norm = dot(rhs, rhs).sqrt().clamp(min=1e-30)
-    history: list[float] = []
-    for _ in range(iters):
-        ap = normal(p)
-        alpha = rr / dot(p, ap).clamp(min=1e-30)
-        x = x + expand(alpha) * p
-        r = r - expand(alpha) * ap
-        rr_new = dot(r, r)
-        res = float((rr_new.sqrt() / b_norm).max())
-        history.append(res)
-        if res < tol:
-            break
-        p = r + expand(rr_new / rr.clamp(min=1e-30)) * p
-        rr = rr_new
-    return x, history
+    return MethodOutput(x.to(torch.complex64))
 
 
 def cg_sense(
@@ -109,7 +79,7 @@ def cg_sense(
     lam: float = 0.0,
     density_weighted: bool = True,
     operator: DynamicSense | None = None,
-) -> BaselineResult:
+) -> MethodOutput:
     """CG-SENSE: conjugate gradients on ``(Aᴴ W A + λ I) x = Aᴴ W y``, every frame at once.
 
     Parameters
@@ -142,158 +112,10 @@ def cg_sense(
         return out + lam_abs * x if lam_abs > 0 else out
 
     x, res = conjugate_gradient(normal, rhs, iters=iters)
-    return BaselineResult(x.to(torch.complex64), {"relative_residual": res})
+    return MethodOutput(x.to(torch.complex64), {"relative_residual": res})
 
 
 # -- compressed sensing: shared pieces ----------------------------------------------------------
-@dataclass
-class RegularizedResult(BaselineResult):
-    """A :class:`BaselineResult` with the settings that were resolved from the data.
-
-    ``info`` holds the relative weight(s) as given (``lam``), the absolute weight(s) used
-    (``lam_abs``), the data scale ``s`` and the operator norm ``L`` they were derived from.
-    """
-
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Real inner product ``Re⟨a, b⟩`` of whole tensors (a 0-d tensor, no host sync)."""
-    return torch.vdot(a.flatten(), b.flatten()).real
-
-
-def data_scale(rhs: torch.Tensor, quantile: float = 0.99) -> float:
-    """A high percentile of ``|AᴴWy|``: the data's side of the unit of relative weights.
-
-    ``AᴴWy`` grows with the data (prewhitening makes its units arbitrary) and with the operator
-    (coil-map normalisation, samples per frame) exactly as the data term's gradient does, so
-    ``λ = lam · s`` makes ``lam`` independent of both. A percentile rather than the maximum
-    ignores a few hot voxels.
-
-    Parameters
-    ----------
-    rhs
-        ``AᴴWy``, ``(T, Ny, Nx)``.
-    quantile
-        In ``(0, 1]``.
-    """
-    mag = rhs.detach().abs().flatten()
-    k = max(1, min(mag.numel(), int(math.ceil(quantile * mag.numel()))))
-    s = float(torch.kthvalue(mag.float().cpu(), k).values)
-    if not math.isfinite(s) or s <= 0:
-        s = float(mag.max())
-    if not math.isfinite(s) or s <= 0:
-        raise ConfigError("the data are zero: nothing to reconstruct")
-    return s
-
-
-def operator_gains(
-    normal: Callable[[torch.Tensor], torch.Tensor],
-    like: torch.Tensor,
-    iters: int = 15,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Mean and largest eigenvalue of a Hermitian positive semi-definite operator.
-
-    The mean, ``tr(N)/n``, is Hutchinson's estimate from the random start vector (exact in
-    expectation, within about ``1/√n`` for one probe); the largest comes from power iteration,
-    which approaches it from below, so callers that need an upper bound (step sizes) add a
-    margin.
-
-    Parameters
-    ----------
-    normal
-        The operator, e.g. ``op.normal``.
-    like
-        A tensor of the operator's input shape, dtype and device.
-    iters
-        Power iterations.
-    seed
-        Seed of the random start vector.
-
-    Raises
-    ------
-    ConfigError
-        When the operator is zero (e.g. all-zero coil maps).
-    """
-    g = torch.Generator().manual_seed(seed)
-    real = torch.float64 if like.dtype == torch.complex128 else torch.float32
-    v = torch.complex(
-        torch.randn(like.shape, generator=g, dtype=real),
-        torch.randn(like.shape, generator=g, dtype=real),
-    ).to(like.device)
-    v = v / v.norm()
-    mean = torch.zeros((), device=like.device)
-    lam = torch.zeros((), device=like.device)
-    for i in range(max(1, iters)):
-        w = normal(v)
-        lam = _dot(v, w)
-        if i == 0:
-            mean = lam
-        v = w / w.norm().clamp(min=1e-30)
-    mean_value, max_value = float(mean), float(lam)
-    if not max_value > 0:
-        raise ConfigError("the forward operator is zero: check the coil maps and the sampling")
-    return mean_value, max_value
-
-
-def max_eigenvalue(
-    normal: Callable[[torch.Tensor], torch.Tensor],
-    like: torch.Tensor,
-    iters: int = 15,
-    seed: int = 0,
-) -> float:
-    """Largest eigenvalue of a Hermitian positive semi-definite operator (power iteration).
-
-    See :func:`operator_gains`.
-    """
-    return operator_gains(normal, like, iters, seed)[1]
-
-
-def _cg(
-    apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x: torch.Tensor, iters: int
-) -> torch.Tensor:
-    """Conjugate gradients on the whole series as one system (frames coupled by the prior)."""
-    r = rhs - apply(x)
-    p = r.clone()
-    rr = _dot(r, r)
-    for _ in range(iters):
-        ap = apply(p)
-        alpha = rr / _dot(p, ap).clamp(min=1e-30)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = _dot(r, r)
-        p = r + (rr_new / rr.clamp(min=1e-30)) * p
-        rr = rr_new
-    return x
-
-
-def soft_threshold(z: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
-    """Complex soft thresholding ``sgn(z) · max(|z| − t, 0)`` (the prox of ``t‖·‖₁``)."""
-    mag = z.abs()
-    return z * ((mag - t).clamp(min=0) / mag.clamp(min=1e-30))
-
-
-def finite_difference(x: torch.Tensor, dim: int, circular: bool = False) -> torch.Tensor:
-    """Forward difference ``x[i+1] − x[i]`` along ``dim``, same shape as ``x``.
-
-    ``circular``: the last entry is ``x[0] − x[-1]`` (periodic, BART's convention); otherwise it
-    is zero, so a ramp in time is not penalised across the ends of a perfusion series.
-    """
-    d = torch.roll(x, -1, dims=dim) - x
-    if not circular:
-        d.narrow(dim, x.shape[dim] - 1, 1).zero_()
-    return d
-
-
-def finite_difference_adjoint(z: torch.Tensor, dim: int, circular: bool = False) -> torch.Tensor:
-    """Adjoint of :func:`finite_difference` (a negative backward difference)."""
-    if not circular:
-        z = z.clone()
-        z.narrow(dim, z.shape[dim] - 1, 1).zero_()
-    return torch.roll(z, 1, dims=dim) - z
-
-
 @dataclass(frozen=True)
 class _Problem:
     """What every regularised method derives from the data before it iterates."""
@@ -303,27 +125,6 @@ class _Problem:
     scale: float  # s: the unit of relative weights
     gain: float  # tr(AᴴWA)/n over ‖AᴴWA‖
     lipschitz: float  # ‖AᴴWA‖ with a 2% margin
-
-
-def regularization_scale(rhs: torch.Tensor, mean_gain: float, max_gain: float) -> float:
-    """The unit ``s`` of relative weights: ``q₉₉(|AᴴWy|) · mean_gain / max_gain``.
-
-    ``q₉₉(|AᴴWy|) / ‖AᴴWA‖`` estimates the image's intensity (an image's energy sits at low
-    spatial frequencies, where ``AᴴWA`` has its largest gain), and ``tr(AᴴWA)/n`` is the data
-    term's average gain on the details a prior acts on. Their product grows with the data
-    (prewhitening leaves its units arbitrary) and with the operator (coil-map normalisation,
-    samples per frame, density weighting) exactly as the data term's gradient does, so a
-    weight ``λ = lam · s`` gives the same solution up to the data's scale, and one ``lam``
-    suits radial and Cartesian sampling alike (docs/baselines.md).
-
-    Parameters
-    ----------
-    rhs
-        ``AᴴWy``, ``(T, Ny, Nx)``.
-    mean_gain, max_gain
-        Mean and largest eigenvalue of ``AᴴWA`` (:func:`operator_gains`).
-    """
-    return data_scale(rhs) * mean_gain / max_gain
 
 
 def _setup(
@@ -365,7 +166,7 @@ def total_variation(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
-) -> RegularizedResult:
+) -> MethodOutput:
     """Temporal (optionally plus spatial) total variation by ADMM.
 
     Solves ``min_x ½‖Ax − y‖²_W + λ_t ‖D_t x‖₁ + λ_s (‖D_y x‖₁ + ‖D_x x‖₁)`` for the whole
@@ -381,7 +182,8 @@ def total_variation(
     kspace, maps
         Data and coil maps ``(C, Ny, Nx)``.
     lam
-        Temporal weight, relative: ``λ_t = lam · s`` with ``s`` from :func:`data_scale`.
+        Temporal weight, relative: ``λ_t = lam · s`` with ``s`` from
+        :func:`~mridip.solvers.regularization_scale`.
     lam_spatial
         Spatial weight, relative in the same way (0: temporal TV only).
     iters
@@ -405,7 +207,7 @@ def total_variation(
 
     Returns
     -------
-    RegularizedResult
+    MethodOutput
         History ``primal_residual`` (``‖Dx − z‖ / ‖Dx‖``) and ``relative_change`` per
         iteration; ``info`` with ``lam``, ``lam_spatial``, ``lam_abs``, ``lam_spatial_abs``,
         ``scale``, ``lipschitz``, ``rho_abs``.
@@ -427,41 +229,8 @@ def total_variation(
     lam_t, lam_s = lam * s, lam_spatial * s
     rho_abs = rho * lip
     dims = [0] + ([1, 2] if lam_s > 0 else [])
-    weights = [lam_t] + [lam_s] * (len(dims) - 1)
-
-    def grad(x: torch.Tensor) -> list[torch.Tensor]:
-        return [finite_difference(x, d, circular) for d in dims]
-
-    def grad_adj(zs: list[torch.Tensor]) -> torch.Tensor:
-        out = finite_difference_adjoint(zs[0], dims[0], circular)
-        for d, z in zip(dims[1:], zs[1:], strict=True):
-            out = out + finite_difference_adjoint(z, d, circular)
-        return out
-
-    def system(x: torch.Tensor) -> torch.Tensor:
-        return op.normal(x) + rho_abs * grad_adj(grad(x))
-
-    x = torch.zeros_like(rhs)
-    z = [torch.zeros_like(rhs) for _ in dims]
-    u = [torch.zeros_like(rhs) for _ in dims]
-    hist: dict[str, list[float]] = {"primal_residual": [], "relative_change": []}
-    for _ in range(iters):
-        target = grad_adj([zi - ui for zi, ui in zip(z, u, strict=True)])
-        x_new = _cg(system, rhs + rho_abs * target, x, cg_iters)
-        change = (x_new - x).norm() / x_new.norm().clamp(min=1e-30)
-        x = x_new
-        dx = grad(x)
-        res_num = torch.zeros((), device=x.device)
-        res_den = torch.zeros((), device=x.device)
-        for i, (di, wi) in enumerate(zip(dx, weights, strict=True)):
-            relaxed = di if relaxation == 1 else relaxation * di + (1 - relaxation) * z[i]
-            v = relaxed + u[i]
-            z[i] = soft_threshold(v, wi / rho_abs) if wi > 0 else v
-            u[i] = v - z[i]
-            res_num = res_num + (di - z[i]).norm() ** 2
-            res_den = res_den + di.norm() ** 2
-        hist["primal_residual"].append(float((res_num / res_den.clamp(min=1e-30)).sqrt()))
-        hist["relative_change"].append(float(change))
+    terms = [_difference_term(d, circular, lam_t if d == 0 else lam_s) for d in dims]
+    x, hist = admm_l1(op.normal, rhs, terms, rho_abs, iters, cg_iters, relaxation)
     info = {
         "lam": lam,
         "lam_spatial": lam_spatial,
@@ -473,175 +242,15 @@ def total_variation(
         "circular": circular,
         "relaxation": relaxation,
     }
-    return RegularizedResult(x.to(torch.complex64), hist, info)
+    return MethodOutput(x.to(torch.complex64), hist, info)
 
 
-# -- orthonormal wavelets ------------------------------------------------------------------------
-def _wavelet_filters(name: str) -> list[float]:
-    """Low-pass analysis filter of an orthonormal wavelet."""
-    if name == "haar":
-        return [1 / math.sqrt(2), 1 / math.sqrt(2)]
-    if name == "db2":  # Daubechies, two vanishing moments (4 taps)
-        r3, d = math.sqrt(3), 4 * math.sqrt(2)
-        return [(1 + r3) / d, (3 + r3) / d, (3 - r3) / d, (1 - r3) / d]
-    raise ConfigError(f"unknown wavelet {name!r}; available: haar, db2")
-
-
-class Wavelet2D:
-    """Orthonormal periodic 2-D discrete wavelet transform over the last two axes, in torch.
-
-    Coefficients are stored in place (the approximation of the coarsest level in the top-left
-    corner), so the transform maps ``(…, Ny, Nx)`` to the same shape and is its own adjoint's
-    inverse: ``inverse(forward(x)) == x`` and ``‖forward(x)‖ == ‖x‖``. Complex inputs are
-    transformed as real and imaginary parts. Each level needs even sizes: ``Ny`` and ``Nx``
-    must be multiples of ``2**levels``.
-
-    Parameters
-    ----------
-    levels
-        Decomposition levels.
-    name
-        ``"db2"`` (Daubechies 4 taps) or ``"haar"``.
-    """
-
-    def __init__(self, levels: int = 3, name: str = "db2") -> None:
-        if levels < 1:
-            raise ConfigError(f"wavelet levels must be ≥ 1, got {levels}")
-        self.levels = levels
-        self.name = name
-        h = _wavelet_filters(name)
-        n = len(h)
-        g = [(-1) ** k * h[n - 1 - k] for k in range(n)]
-        self._bank = torch.tensor([h, g], dtype=torch.float64)[:, None, :]  # (2, 1, n)
-
-    def _filters(self, like: torch.Tensor) -> torch.Tensor:
-        return self._bank.to(device=like.device, dtype=like.dtype)
-
-    def _analysis(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """One level along ``dim`` of a real tensor: ``[approximation, detail]`` halves."""
-        x = x.movedim(dim, -1)
-        shape, n = x.shape, x.shape[-1]
-        w = self._filters(x)
-        flat = x.reshape(-1, 1, n)
-        flat = torch.cat([flat, flat[..., : w.shape[-1] - 1]], dim=-1)  # periodic extension
-        out = torch.nn.functional.conv1d(flat, w, stride=2)  # (B, 2, n/2)
-        return out.reshape(*shape[:-1], n).movedim(-1, dim)
-
-    def _synthesis(self, c: torch.Tensor, dim: int) -> torch.Tensor:
-        c = c.movedim(dim, -1)
-        shape, n = c.shape, c.shape[-1]
-        w = self._filters(c)
-        flat = c.reshape(-1, 2, n // 2)
-        y = torch.nn.functional.conv_transpose1d(flat, w, stride=2)[:, 0]  # (B, n - 2 + taps)
-        x = y[..., :n].clone()
-        tail = y.shape[-1] - n
-        if tail > 0:
-            x[..., :tail] += y[..., n:]
-        return x.reshape(shape).movedim(-1, dim)
-
-    def _check(self, x: torch.Tensor) -> None:
-        m = 2**self.levels
-        if x.shape[-1] % m or x.shape[-2] % m:
-            raise ConfigError(
-                f"{self.levels} wavelet levels need sizes that are multiples of {m}, "
-                f"got {tuple(x.shape[-2:])}"
-            )
-
-    def _as_real(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        if x.is_complex():
-            return torch.view_as_real(x).movedim(-1, 0).contiguous(), True
-        return x, False
-
-    def _as_input(self, r: torch.Tensor, was_complex: bool) -> torch.Tensor:
-        return torch.view_as_complex(r.movedim(0, -1).contiguous()) if was_complex else r
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Wavelet coefficients of ``x`` ``(…, Ny, Nx)``, same shape."""
-        self._check(x)
-        r, cplx = self._as_real(x)
-        r = r.clone()
-        ny, nx = r.shape[-2:]
-        for lev in range(self.levels):
-            a, b = ny >> lev, nx >> lev
-            block = r[..., :a, :b]
-            block = self._analysis(self._analysis(block, -1), -2)
-            r[..., :a, :b] = block
-        return self._as_input(r, cplx)
-
-    def inverse(self, c: torch.Tensor) -> torch.Tensor:
-        """Image from coefficients (also the adjoint of :meth:`forward`)."""
-        self._check(c)
-        r, cplx = self._as_real(c)
-        r = r.clone()
-        ny, nx = r.shape[-2:]
-        for lev in reversed(range(self.levels)):
-            a, b = ny >> lev, nx >> lev
-            block = r[..., :a, :b]
-            block = self._synthesis(self._synthesis(block, -2), -1)
-            r[..., :a, :b] = block
-        return self._as_input(r, cplx)
-
-
-def _fft_t(x: torch.Tensor) -> torch.Tensor:
-    return torch.fft.fft(x, dim=0, norm="ortho")
-
-
-def _ifft_t(x: torch.Tensor) -> torch.Tensor:
-    return torch.fft.ifft(x, dim=0, norm="ortho")
-
-
-def pogm(
-    grad: Callable[[torch.Tensor], torch.Tensor],
-    prox: Callable[[torch.Tensor, float], torch.Tensor],
-    x0: torch.Tensor,
-    lipschitz: float,
-    iters: int,
-    on_iter: Callable[[torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """Proximal optimised gradient method (Taylor et al. 2017; Kim & Fessler 2018).
-
-    Minimises ``f(x) + g(x)`` with ``∇f`` ``lipschitz``-continuous and ``prox(v, γ)`` the
-    proximal map of ``γ g``. Its worst-case bound is about half FISTA's for the same number of
-    gradient evaluations; Lin & Fessler (2019) use it for low rank plus sparse dynamic MRI.
-    The last iteration uses the final-step rule, so ``iters`` is part of the method.
-
-    Parameters
-    ----------
-    grad, prox
-        ``∇f(x)`` and ``prox(v, γ) = argmin_x γ g(x) + ½‖x − v‖²``.
-    x0
-        Start.
-    lipschitz
-        Upper bound of the Lipschitz constant of ``∇f``.
-    iters
-        Iterations (one gradient each).
-    on_iter
-        Called with each iterate.
-    """
-    step = 1.0 / lipschitz
-    x = x0
-    w_old = x0
-    z_old = x0
-    theta_old = 1.0
-    gamma_old = step
-    for k in range(1, iters + 1):
-        if k < iters:
-            theta = (1 + math.sqrt(4 * theta_old**2 + 1)) / 2
-        else:
-            theta = (1 + math.sqrt(8 * theta_old**2 + 1)) / 2
-        gamma = step * (2 * theta_old + theta - 1) / theta
-        w = x - step * grad(x)
-        z = (
-            w
-            + ((theta_old - 1) / theta) * (w - w_old)
-            + (theta_old / theta) * (w - x)
-            + ((theta_old - 1) / (lipschitz * gamma_old * theta)) * (z_old - x)
-        )
-        x = prox(z, gamma)
-        w_old, z_old, theta_old, gamma_old = w, z, theta, gamma
-        if on_iter is not None:
-            on_iter(x)
-    return x
+def _difference_term(dim: int, circular: bool, weight: float) -> L1Term:
+    return L1Term(
+        lambda x: finite_difference(x, dim, circular),
+        lambda z: finite_difference_adjoint(z, dim, circular),
+        weight,
+    )
 
 
 # -- spatial wavelets of the temporal Fourier transform (k-t SPARSE) -----------------------------
@@ -660,7 +269,7 @@ def wavelet_fourier(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
-) -> RegularizedResult:
+) -> MethodOutput:
     """ℓ1 of spatial wavelet coefficients of the temporal Fourier transform, by POGM.
 
     Solves ``min_x ½‖Ax − y‖²_W + λ ‖Ψ F_t x‖₁`` (Lustig et al.'s k-t SPARSE transform):
@@ -676,7 +285,7 @@ def wavelet_fourier(
     kspace, maps
         Data and coil maps ``(C, Ny, Nx)``.
     lam
-        Relative weight: ``λ = lam · s`` (:func:`data_scale`).
+        Relative weight: ``λ = lam · s`` (:func:`~mridip.solvers.regularization_scale`).
     iters
         POGM iterations (one ``normal`` each).
     levels, wavelet
@@ -690,7 +299,7 @@ def wavelet_fourier(
 
     Returns
     -------
-    RegularizedResult
+    MethodOutput
         History ``relative_change``; ``info`` with ``lam``, ``lam_abs``, ``scale``, ``lipschitz``.
     """
     _check_common(lam, iters, "wavelet")
@@ -719,10 +328,10 @@ def wavelet_fourier(
         if cycle_spinning:
             sy, sx = (int(i) for i in torch.randint(0, m, (2,), generator=gen))
         v = torch.roll(v, (sy, sx), dims=(-2, -1))
-        c = psi.forward(_fft_t(v) if temporal_fourier else v)
-        c = soft_threshold(c, gamma * lam_abs)
-        out = psi.inverse(c)
-        out = _ifft_t(out) if temporal_fourier else out
+        out = wavelet_soft_threshold(
+            temporal_fft(v) if temporal_fourier else v, gamma * lam_abs, psi
+        )
+        out = temporal_ifft(out) if temporal_fourier else out
         return torch.roll(out, (-sy, -sx), dims=(-2, -1))
 
     hist: dict[str, list[float]] = {"relative_change": []}
@@ -734,35 +343,12 @@ def wavelet_fourier(
 
     x = pogm(grad, prox, torch.zeros_like(rhs_p), lip, iters, record)
     info = {"lam": lam, "lam_abs": lam_abs, "scale": s, "lipschitz": lip, "levels": levels}
-    return RegularizedResult(crop(x).to(torch.complex64), hist, info)
+    return MethodOutput(crop(x).to(torch.complex64), hist, info)
 
 
 # -- low rank plus sparse ------------------------------------------------------------------------
 LPS_LAM = 0.1
 LPS_LAM_LOWRANK = 0.1
-
-
-def _casorati_gram_svt(x: torch.Tensor, tau: float) -> torch.Tensor:
-    """Singular-value thresholding of the Casorati matrix ``(Ny·Nx, T)`` of ``x`` ``(T, Ny, Nx)``.
-
-    Through the ``T × T`` Gram matrix (in double precision): ``M V diag(max(1 − τ/σ, 0)) Vᴴ``
-    equals ``U diag(max(σ − τ, 0)) Vᴴ`` and costs two products with the tall matrix.
-    """
-    t = x.shape[0]
-    m = x.reshape(t, -1)  # rows = frames: M = mᵀ
-    gram = (m.conj() @ m.T).to(torch.complex128)  # (T, T) = MᴴM
-    evals, v = torch.linalg.eigh(gram)
-    sig = evals.clamp(min=0).sqrt()
-    shrink = (1 - tau / sig.clamp(min=1e-30)).clamp(min=0)
-    proj = (v * shrink) @ v.conj().T  # V diag(f) Vᴴ
-    return (proj.T.to(x.dtype) @ m).reshape(x.shape)
-
-
-def largest_singular_value(x: torch.Tensor) -> float:
-    """Largest singular value of the Casorati matrix of ``x`` ``(T, Ny, Nx)``."""
-    m = x.reshape(x.shape[0], -1)
-    gram = (m.conj() @ m.T).to(torch.complex128)
-    return float(torch.linalg.eigvalsh(gram)[-1].clamp(min=0).sqrt())
 
 
 def low_rank_plus_sparse(
@@ -774,7 +360,7 @@ def low_rank_plus_sparse(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
-) -> RegularizedResult:
+) -> MethodOutput:
     """Low rank plus sparse (L+S, Otazo et al. 2015) by POGM (Lin & Fessler 2019).
 
     Solves ``min_{L,S} ½‖A(L + S) − y‖²_W + λ_L ‖L‖_* + λ_S ‖F_t S‖₁``: ``L`` a low-rank
@@ -788,7 +374,7 @@ def low_rank_plus_sparse(
     kspace, maps
         Data and coil maps ``(C, Ny, Nx)``.
     lam
-        Sparse weight, relative: ``λ_S = lam · s`` (:func:`data_scale`).
+        Sparse weight, relative: ``λ_S = lam · s`` (:func:`~mridip.solvers.regularization_scale`).
     lam_lowrank
         Low-rank weight, relative to the largest singular value of ``AᴴWy``'s Casorati
         matrix: ``λ_L = lam_lowrank · σ₁``.
@@ -799,7 +385,7 @@ def low_rank_plus_sparse(
 
     Returns
     -------
-    RegularizedResult
+    MethodOutput
         History ``relative_change`` and ``rank`` (of ``L``); ``info`` with ``lam``,
         ``lam_lowrank``, ``lam_abs``, ``lam_lowrank_abs``, ``scale``, ``sigma1``, ``lipschitz``;
         ``info["lowrank"]`` and ``info["sparse"]`` are the two components.
@@ -817,8 +403,8 @@ def low_rank_plus_sparse(
         return torch.stack([g, g])
 
     def prox(v: torch.Tensor, gamma: float) -> torch.Tensor:
-        low = _casorati_gram_svt(v[0], gamma * lam_l)
-        sparse = _ifft_t(soft_threshold(_fft_t(v[1]), gamma * lam_s))
+        low = singular_value_threshold(v[0], gamma * lam_l)
+        sparse = temporal_ifft(soft_threshold(temporal_fft(v[1]), gamma * lam_s))
         return torch.stack([low, sparse])
 
     hist: dict[str, list[float]] = {"relative_change": [], "rank": []}
@@ -828,9 +414,8 @@ def low_rank_plus_sparse(
         img = ls[0] + ls[1]
         hist["relative_change"].append(float((img - last[0]).norm() / img.norm().clamp(min=1e-30)))
         last[0] = img
-        m = ls[0].reshape(ls.shape[1], -1)
-        ev = torch.linalg.eigvalsh((m.conj() @ m.T).to(torch.complex128)).clamp(min=0)
-        hist["rank"].append(float((ev > 1e-10 * ev.max().clamp(min=1e-300)).sum()))
+        sv = casorati_singular_values(ls[0])
+        hist["rank"].append(float((sv > 1e-5 * sv.max().clamp(min=1e-150)).sum()))
 
     x0 = torch.zeros(2, *rhs.shape, dtype=rhs.dtype, device=rhs.device)
     ls = pogm(grad, prox, x0, 2 * lip, iters, record)
@@ -845,7 +430,7 @@ def low_rank_plus_sparse(
         "lowrank": ls[0].to(torch.complex64),
         "sparse": ls[1].to(torch.complex64),
     }
-    return RegularizedResult((ls[0] + ls[1]).to(torch.complex64), hist, info)
+    return MethodOutput((ls[0] + ls[1]).to(torch.complex64), hist, info)
 
 
 # -- choosing λ ----------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
-from mridip.operators import fft2c, for_kspace, ifft2c
+from mridip.operators import CartesianSense, fft2c, for_kspace, ifft2c
+from mridip.solvers import conjugate_gradient
 
 #: Estimators :func:`estimate_maps` knows.
 MAP_METHODS = ("espirit", "walsh", "inati", "lowres")
@@ -83,9 +84,6 @@ def _fill_by_sense(
     by that image's k-space. Holes in the k-space centre otherwise ghost into the
     low-resolution images and the maps (measured in ``docs/coils.md``).
     """
-    from mridip.baselines import conjugate_gradient
-    from mridip.operators import CartesianSense
-
     win = _hann_window(tuple(k_avg.shape[-2:]), width, k_avg.device)  # type: ignore[arg-type]
     k = k_avg
     for _ in range(passes):

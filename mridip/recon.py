@@ -14,7 +14,6 @@ when the held-out samples say that it helps (see :class:`FitConfig`, ``final``).
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -25,10 +24,12 @@ from typing import Any
 import torch
 
 from mridip._allocator import keep_freed_memory
+from mridip.baselines import cg_sense, zero_filled
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
 from mridip.sampling import holdout_weights
+from mridip.solvers import conjugate_gradient, data_scale, mean_eigenvalue
 
 #: Choices of :attr:`FitConfig.final`.
 FINAL_STEPS = ("auto", "dc", "refit", "none")
@@ -149,15 +150,6 @@ class FitResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def data_scale(kspace: DynamicKSpace, maps: torch.Tensor) -> float:
-    """The 99th percentile of the zero-filled magnitude: divides the data so images are O(1)."""
-    from mridip.baselines import zero_filled
-
-    zf = zero_filled(kspace, maps).image.abs()
-    q = float(torch.quantile(zf.flatten()[:: max(1, zf.numel() // 200_000)].float(), 0.99))
-    return q if q > 0 and math.isfinite(q) else 1.0
-
-
 class Reconstructor:
     """Fit a generator to a scan, all frames jointly, on CPU or CUDA.
 
@@ -210,7 +202,8 @@ class Reconstructor:
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.progress = progress
-        self.scale = data_scale(self.kspace, self.maps)
+        # the data are divided by the zero-filled image's scale so that images are O(1)
+        self.scale = data_scale(zero_filled(self.kspace, self.maps).image)
         self._rng = torch.Generator().manual_seed(self.config.seed + 1)
         self._perm: torch.Tensor | None = None  # frame order of the current epoch
         self._pos = 0
@@ -294,8 +287,6 @@ class Reconstructor:
         return chunk.to(self.device)
 
     def _warm_start(self, opt: torch.optim.Optimizer) -> None:
-        from mridip.baselines import cg_sense
-
         target = cg_sense(self.kspace, self.maps, iters=10, lam=0.01).image / self.scale
         for _ in range(self.config.warm_start_steps):
             opt.zero_grad(set_to_none=True)
@@ -314,8 +305,6 @@ class Reconstructor:
     ) -> torch.Tensor:
         """Solve ``(AᴴWA + μ'I)x = AᴴWy + μ'(g [+ extra])`` from ``g``; μ' relative to ``AᴴWA``
         of all data. ``fitted_only``: ``A``, ``W``, ``y`` of the fitted samples alone."""
-        from mridip.baselines import conjugate_gradient
-
         op, rhs = (self.op_fit, self.rhs_fit) if fitted_only else (self.op_all, self.rhs_all)
         mu_abs = mu * self._mean_eigenvalue()
         target = g if extra is None else g + extra
@@ -345,13 +334,8 @@ class Reconstructor:
 
     def _mean_eigenvalue(self) -> float:
         if not hasattr(self, "_mean_eig"):
-            g = torch.Generator().manual_seed(0)
-            shape = (self.kspace.n_frames, *self.kspace.matrix)
-            v = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
-            v = v.to(self.device) * (self.maps.abs().pow(2).sum(0) > 0)
-            self._mean_eig = float(
-                torch.vdot(v.flatten(), self.op_all.normal(v).flatten()).real / v.norm() ** 2
-            )
+            support = self.maps.abs().pow(2).sum(0) > 0  # voxels some coil sees
+            self._mean_eig = mean_eigenvalue(self.op_all.normal, self.rhs_all, support=support)
         return self._mean_eig
 
     def _admm(self, hist: dict[str, list[float]]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Compressed-sensing baselines: building blocks, quality against zf/CG-SENSE, λ scaling, sweep."""
+"""Compressed-sensing baselines: quality against zf/CG-SENSE, λ scaling, sweep (solvers:
+test_solvers.py)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,11 @@ import mridip
 from mridip.baselines import (
     LPS_LAM,
     TV_LAM,
-    Wavelet2D,
-    _casorati_gram_svt,
     cg_sense,
     data_consistency,
     discrepancy_choice,
-    finite_difference,
-    finite_difference_adjoint,
     lam_sweep,
     low_rank_plus_sparse,
-    operator_gains,
-    pogm,
-    soft_threshold,
     total_variation,
     wavelet_fourier,
     zero_filled,
@@ -34,6 +28,7 @@ from mridip.metrics import evaluate
 from mridip.operators import CartesianSense
 from mridip.preprocess import load
 from mridip.simulate import SimulationConfig, simulate, write_simulation
+from mridip.solvers import finite_difference
 
 CS = {"tv": total_variation, "wavelet": wavelet_fourier, "lps": low_rank_plus_sparse}
 
@@ -85,104 +80,6 @@ def references(cine, perfusion, cartesian):
 
 def _psnr(image, scan) -> float:
     return evaluate(image, scan.reference)["psnr"]
-
-
-def _complex(*shape, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.complex(
-        torch.randn(shape, generator=g, dtype=dtype), torch.randn(shape, generator=g, dtype=dtype)
-    )
-
-
-# -- building blocks ---------------------------------------------------------------------------
-@pytest.mark.parametrize("circular", [False, True])
-@pytest.mark.parametrize("dim", [0, 2])
-def test_finite_difference_adjoint(circular, dim):
-    x, z = _complex(5, 6, 7, seed=1), _complex(5, 6, 7, seed=2)
-    lhs = torch.vdot(finite_difference(x, dim, circular).flatten(), z.flatten())
-    rhs = torch.vdot(x.flatten(), finite_difference_adjoint(z, dim, circular).flatten())
-    assert abs(complex(lhs - rhs)) < 1e-10 * float(x.norm() * z.norm())
-    ramp = torch.arange(6.0)[:, None].expand(6, 3).clone()
-    d = finite_difference(ramp, 0, circular)
-    assert torch.all(d[:-1] == 1)
-    assert float(d[-1, 0]) == (-5.0 if circular else 0.0)  # wrap-around only when periodic
-
-
-@pytest.mark.parametrize("name", ["haar", "db2"])
-def test_wavelet_is_orthonormal(name):
-    w = Wavelet2D(levels=3, name=name)
-    x, y = _complex(2, 16, 24, seed=3), _complex(2, 16, 24, seed=4)
-    c = w.forward(x)
-    assert c.shape == x.shape
-    assert torch.allclose(w.inverse(c), x, atol=1e-10)
-    assert float(c.norm()) == pytest.approx(float(x.norm()), rel=1e-10)
-    lhs = torch.vdot(w.forward(x).flatten(), y.flatten())
-    rhs = torch.vdot(x.flatten(), w.inverse(y).flatten())
-    assert abs(complex(lhs - rhs)) < 1e-9 * float(x.norm() * y.norm())
-    # a smooth image is sparse: most of its energy sits in the coarse approximation
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
-    smooth = torch.exp(-(yy**2 + xx**2) * 3).to(torch.float64)
-    cs = w.forward(smooth)
-    assert float(cs[:4, :4].norm() ** 2) > 0.8 * float(smooth.norm() ** 2)
-    with pytest.raises(ConfigError, match="multiples of 8"):
-        w.forward(torch.zeros(1, 20, 24))
-    with pytest.raises(ConfigError, match="unknown wavelet"):
-        Wavelet2D(2, "db9")
-
-
-def test_operator_gains_match_dense_eigenvalues():
-    g = torch.Generator().manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
-    evals = torch.linspace(0.1, 5.0, 64, dtype=torch.float64)
-    mat = (q * evals) @ q.T
-
-    def normal(v):
-        return (mat.to(v.dtype) @ v.reshape(64)).reshape(v.shape)
-
-    mean, top = operator_gains(normal, torch.zeros(4, 4, 4, dtype=torch.complex128), iters=200)
-    assert top == pytest.approx(5.0, rel=1e-3)
-    assert mean == pytest.approx(float(evals.mean()), rel=0.2)  # one Hutchinson probe
-
-
-def test_soft_threshold_and_svt():
-    z = torch.tensor([3 + 4j, 0.5j, 0], dtype=torch.complex64)
-    out = soft_threshold(z, 1.0)
-    assert torch.allclose(out, torch.tensor([2.4 + 3.2j, 0, 0], dtype=torch.complex64))
-    x = _complex(6, 5, 4, seed=5).to(torch.complex64)
-    tau = 3.0
-    u, s, vh = torch.linalg.svd(x.reshape(6, -1).T, full_matrices=False)
-    expect = ((u * (s - tau).clamp(min=0)) @ vh).T.reshape(x.shape)
-    assert torch.allclose(_casorati_gram_svt(x, tau), expect, atol=1e-4)
-
-
-def test_pogm_solves_a_lasso_and_beats_ista():
-    g = torch.Generator().manual_seed(1)
-    a = torch.randn(40, 60, generator=g, dtype=torch.float64)
-    truth = torch.zeros(60, dtype=torch.float64)
-    truth[[3, 17, 41]] = torch.tensor([2.0, -1.5, 1.0], dtype=torch.float64)
-    b = a @ truth + 0.01 * torch.randn(40, generator=g, dtype=torch.float64)
-    lam = 0.5
-    lip = float(torch.linalg.eigvalsh(a.T @ a)[-1])
-
-    def grad(x):
-        return a.T @ (a @ x - b)
-
-    def prox(v, gamma):
-        return torch.sign(v) * (v.abs() - gamma * lam).clamp(min=0)
-
-    def objective(x):
-        return float(0.5 * (a @ x - b).pow(2).sum() + lam * x.abs().sum())
-
-    ista = torch.zeros(60, dtype=torch.float64)
-    for _ in range(5000):  # the reference: ISTA run to convergence
-        ista = prox(ista - grad(ista) / lip, 1 / lip)
-    best = objective(ista)
-    short = torch.zeros(60, dtype=torch.float64)
-    for _ in range(100):
-        short = prox(short - grad(short) / lip, 1 / lip)
-    x = pogm(grad, prox, torch.zeros(60, dtype=torch.float64), lip, 100)
-    assert objective(x) - best < 1e-4 * best
-    assert objective(x) - best < 0.1 * (objective(short) - best)
 
 
 # -- quality -------------------------------------------------------------------------------------

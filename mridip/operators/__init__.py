@@ -4,8 +4,9 @@
 for a :class:`~mridip.kspace.DynamicKSpace`.
 """
 
-from mridip.operators.base import DynamicSense, adjointness_error, for_kspace, normal_loss
+from mridip.operators.base import DynamicSense, adjointness_error, normal_loss
 from mridip.operators.cartesian import CartesianSense, fft2c, ifft2c
+from mridip.operators.factory import for_kspace
 from mridip.operators.noncartesian import NonCartesianSense
 
 __all__ = [

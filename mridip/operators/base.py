@@ -1,16 +1,16 @@
-"""The interface every dynamic SENSE operator keeps, and the adjointness check."""
+"""The interface every dynamic SENSE operator keeps, and the adjointness check.
+
+The factory that picks a subclass for a k-space is :func:`mridip.operators.factory.for_kspace`,
+beside the subclasses, so that this base needs none of them.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
 
 import torch
 
 from mridip.errors import KSpaceError
-
-if TYPE_CHECKING:
-    from mridip.kspace import DynamicKSpace
 
 Frames = torch.Tensor | None
 
@@ -85,52 +85,6 @@ def _check_maps(maps: torch.Tensor, matrix: tuple[int, int]) -> torch.Tensor:
     if not bool(torch.isfinite(torch.view_as_real(maps)).all()):
         raise KSpaceError("coil maps hold NaN or Inf")
     return maps
-
-
-def for_kspace(
-    kspace: DynamicKSpace,
-    maps: torch.Tensor,
-    *,
-    density_weighted: bool = False,
-    weights: torch.Tensor | None = None,
-    toeplitz: bool = True,
-) -> DynamicSense:
-    """Build the operator that matches ``kspace``.
-
-    Parameters
-    ----------
-    kspace
-        The data; its mask or trajectory and density compensation define ``A``.
-    maps
-        Coil sensitivities ``(C, Ny, Nx)`` on the same device as ``kspace``.
-    density_weighted
-        For non-Cartesian data, use the density compensation as the data weights ``W`` of
-        :meth:`DynamicSense.normal` (faster convergence, not the noise-optimal least squares).
-    weights
-        Explicit data weights (``(T, 1, K)`` or ``(T, Ny, Nx)``), multiplied with the above.
-    toeplitz
-        Compute the Toeplitz kernels of a non-Cartesian operator (needed for a fast
-        :meth:`DynamicSense.normal`; skip for adjoint-only use).
-
-    Raises
-    ------
-    KSpaceError
-        When the maps do not match the data (coils, matrix).
-    """
-    from mridip.operators.cartesian import CartesianSense
-    from mridip.operators.noncartesian import NonCartesianSense
-
-    maps = _check_maps(maps, kspace.matrix).to(kspace.device)
-    if maps.shape[0] != kspace.n_coils:
-        raise KSpaceError(f"{maps.shape[0]} coil maps for {kspace.n_coils} coils of data")
-    if kspace.is_cartesian:
-        assert kspace.mask is not None
-        return CartesianSense(maps, kspace.mask, weights=weights)
-    assert kspace.traj is not None and kspace.dcf is not None
-    w = kspace.dcf if density_weighted else None
-    if weights is not None:
-        w = weights if w is None else w * weights
-    return NonCartesianSense(maps, kspace.traj, weights=w, toeplitz=toeplitz)
 
 
 class _NormalLoss(torch.autograd.Function):
