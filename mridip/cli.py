@@ -45,6 +45,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         acceleration=a.acceleration,
         noise=a.noise,
         seed=a.seed,
+        position_mm=a.position,
+        read_dir=a.read_dir,
+        phase_dir=a.phase_dir,
     )
     t0 = time.perf_counter()
     sim = simulate(cfg)
@@ -261,6 +264,8 @@ def cmd_recon(a: argparse.Namespace) -> int:
         maps=rec.maps.numpy(),
         history={k: np.asarray(v) for k, v in history.items()},
         seconds=rec.seconds,
+        geometry=rec.geometry,
+        formats=a.formats,
     )
     if checkpoint is not None and checkpoint.exists():
         checkpoint.unlink()  # the fit finished: its outputs are complete
@@ -285,6 +290,35 @@ def cmd_study(a: argparse.Namespace) -> int:
         f"{result.failed} failed; {a.output}/results.csv, summary.md, figures/"
     )
     return 1 if result.failed else 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from mridip.io.results import export_recon
+
+    out = export_recon(a.recon, a.to, a.output, complex_values=a.complex)
+    print(f"wrote {out} ({a.to})")
+    return 0
+
+
+def _vec3(text: str) -> tuple[float, float, float]:
+    """``1,0,0`` → three floats (argparse type)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``h5,nifti,dicom`` → the output formats (argparse type)."""
+    from mridip.io.export import parse_formats
+
+    try:
+        return parse_formats(text)
+    except MridipError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -423,6 +457,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--acceleration", type=float, default=8.0, help="R (Cartesian)")
     s.add_argument("--noise", type=float, default=0.01, help="k-space noise σ, truth peak = 1")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--position",
+        type=_vec3,
+        default=(0.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="slice centre in patient coordinates (LPS, mm; default 0,0,0)",
+    )
+    s.add_argument(
+        "--read-dir",
+        type=_vec3,
+        default=(1.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="unit vector of the readout (image x) in LPS (default 1,0,0: axial)",
+    )
+    s.add_argument(
+        "--phase-dir",
+        type=_vec3,
+        default=(0.0, 1.0, 0.0),
+        metavar="X,Y,Z",
+        help="unit vector of phase encoding (image y), perpendicular to --read-dir (default 0,1,0)",
+    )
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("recon", help="reconstruct a raw file")
@@ -450,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    s.add_argument(
+        "--formats",
+        type=_formats,
+        default=("h5", "gif"),
+        metavar="h5,nifti,dicom,mrd,gif,mp4",
+        help="outputs to write (default h5,gif; gif includes montage.png and loss.png)",
+    )
     g = s.add_argument_group("deep image prior methods (dip, tddip, gip, mridip)")
     g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     g.add_argument("--frames-per-step", type=int, default=None, help="random frame subset per step")
@@ -474,6 +536,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True, help="REF.h5[:/dataset] (default /reference)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("export", help="write a recon.h5 as NIfTI, DICOM, MRD images or MP4")
+    s.add_argument("recon", help="recon.h5 written by `mridip recon`")
+    s.add_argument("--to", required=True, choices=["nifti", "dicom", "mrd", "mp4"])
+    s.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file (.nii.gz or .nii, .h5, .mp4) or, for dicom, a new or empty folder",
+    )
+    s.add_argument(
+        "--complex", action="store_true", help="nifti, mrd: complex values, not the magnitude"
+    )
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("methods", help="list the methods")
     s.add_argument("--matrix", type=int, default=128, help="matrix for the parameter counts")
