@@ -7,6 +7,7 @@ file says about where the slice lies with values computed here by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import subprocess
@@ -179,8 +180,16 @@ def test_mrd_images_read_back_with_geometry(oblique):
 def test_mp4_has_a_frame_per_image(oblique):
     import imageio_ffmpeg
 
-    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(oblique / "cine.mp4"))
+    frames, secs = imageio_ffmpeg.count_frames_and_secs(str(oblique / "cine.mp4"))
     assert frames == T
+    rec = read_recon(oblique / "recon.h5")
+    assert rec.frame_times is not None
+    dt = float(np.median(np.diff(rec.frame_times)))
+    assert secs == pytest.approx(T * dt, rel=0.05)  # the series' own frame rate
+    reader = imageio_ffmpeg.read_frames(str(oblique / "cine.mp4"))
+    meta = next(reader)
+    reader.close()
+    assert tuple(meta["size"]) == (256, 256)  # 32² drawn as 8×8-pixel squares
     assert (oblique / "cine.gif").exists() and (oblique / "montage.png").exists()
 
 
@@ -340,3 +349,34 @@ def test_formats_flag_rejects_unknown_names(tmp_path, capsys):
 def test_recon_h5_keeps_geometry_as_json(oblique):
     with h5py.File(oblique / "recon.h5", "r") as f:
         assert "geometry" in f.attrs
+
+
+def test_frame_indices_are_not_written_as_times(tmp_path):
+    import nibabel as nib
+    import pydicom
+
+    from mridip.io.export import write_dicom, write_nifti
+
+    g = Geometry(
+        matrix=(6, 4),
+        pixel_spacing_mm=(2.0, 2.0),
+        slice_thickness_mm=5.0,
+        position=(0.0, 0.0, 0.0),
+        read_dir=(1.0, 0.0, 0.0),
+        phase_dir=(0.0, 1.0, 0.0),
+        slice_dir=(0.0, 0.0, 1.0),
+        frame_times_from="frame index: no increasing time stamps",
+        header={"FrameOfReferenceUID": "1.2.3.4", "PatientName": "Doe^Jane"},
+    )
+    image = np.ones((3, 6, 4), np.complex64)
+    write_nifti(tmp_path / "x.nii", image, g, np.arange(3.0))
+    hdr = nib.load(tmp_path / "x.nii").header
+    assert hdr.get_xyzt_units() == ("mm", "unknown") and hdr.get_zooms()[3] == 1.0
+    files = write_dicom(tmp_path / "d", image, g, np.arange(3.0), method="tv")
+    ds = pydicom.dcmread(files[0])
+    assert "TriggerTime" not in ds
+    assert ds.FrameOfReferenceUID == "1.2.3.4" and ds.PatientName == "Doe^Jane"
+    real = dataclasses.replace(g, frame_times_from="physiology_time_stamp")
+    write_nifti(tmp_path / "y.nii", image, real, np.array([0.0, 0.05, 0.1]))
+    hdr = nib.load(tmp_path / "y.nii").header
+    assert hdr.get_xyzt_units() == ("mm", "sec") and hdr.get_zooms()[3] == pytest.approx(0.05)
