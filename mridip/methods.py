@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from mridip.baselines import (
+    cg_sense,
+    low_rank_plus_sparse,
+    total_variation,
+    wavelet_fourier,
+    zero_filled,
+)
+from mridip.coils import estimate_maps
 from mridip.errors import ConfigError
 from mridip.geometry import Geometry
 from mridip.kspace import DynamicKSpace
-
-
-@dataclass
-class MethodOutput:
-    """What a method returns: the image series ``(T, Ny, Nx)`` and its history."""
-
-    image: torch.Tensor
-    history: dict[str, list[float]] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+from mridip.output import MethodOutput
+from mridip.recon import FitConfig, Reconstructor
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,10 @@ def register(spec: MethodSpec) -> MethodSpec:
 
 
 def _run_zf(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    from mridip.baselines import zero_filled
-
-    return MethodOutput(zero_filled(kspace, maps).image)
+    return zero_filled(kspace, maps)
 
 
 def _run_cgsense(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    from mridip.baselines import cg_sense
-
     lam = opts.get("lam")
     r = cg_sense(
         kspace,
@@ -132,22 +129,16 @@ def _cs_output(r: Any) -> MethodOutput:
 
 
 def _run_tv(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    from mridip.baselines import total_variation
-
     names = ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted")
     return _cs_output(total_variation(kspace, maps, **_cs_kwargs(opts, names)))
 
 
 def _run_wavelet(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    from mridip.baselines import wavelet_fourier
-
     names = ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted")
     return _cs_output(wavelet_fourier(kspace, maps, **_cs_kwargs(opts, names)))
 
 
 def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    from mridip.baselines import low_rank_plus_sparse
-
     names = ("lam_lowrank", "density_weighted")
     return _cs_output(low_rank_plus_sparse(kspace, maps, **_cs_kwargs(opts, names)))
 
@@ -252,8 +243,6 @@ def reconstruct(
     ConfigError
         Unknown method, CUDA asked for but absent, bad option values.
     """
-    from mridip.coils import estimate_maps
-
     if method not in METHODS:
         known = ", ".join(sorted(METHODS))
         hint = " (planned, not in this version)" if method in PLANNED else ""
@@ -317,8 +306,7 @@ GENERATOR_OPTIONS = ("latent", "cycles", "period", "resp_period", "width", "k", 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
     def run(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-        from mridip.models import PRESETS, build_generator
-        from mridip.recon import FitConfig, Reconstructor
+        from mridip.models import PRESETS, build_generator  # torch_geometric: only when asked
 
         seed = int(opts.get("seed") or 0)
         fit_kw = dict(PRESETS[preset].fit_defaults)
@@ -368,8 +356,6 @@ def _register_dip() -> None:
 
 def _dip_default_steps() -> int:
     """Default step limit of the DIP fits (kept in one place: :class:`mridip.recon.FitConfig`)."""
-    from mridip.recon import FitConfig
-
     return FitConfig().max_steps
 
 
