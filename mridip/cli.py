@@ -1,4 +1,4 @@
-"""The ``mridip`` command: ``info | simulate | recon | eval | methods | bench | demo``.
+"""The ``mridip`` command: ``info | simulate | recon | batch | eval | methods | bench | demo``.
 
 A thin layer over the library. Bad input ends with one line on stderr and exit code 2.
 """
@@ -45,9 +45,6 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         acceleration=a.acceleration,
         noise=a.noise,
         seed=a.seed,
-        position_mm=a.position,
-        read_dir=a.read_dir,
-        phase_dir=a.phase_dir,
     )
     t0 = time.perf_counter()
     sim = simulate(cfg)
@@ -58,18 +55,6 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         f"{cfg.frames} frames, {cfg.coils} coils in {time.perf_counter() - t0:.1f} s"
     )
     return 0
-
-
-def _load(a: argparse.Namespace):
-    from mridip.preprocess import load
-
-    return load(
-        a.raw,
-        group=a.group,
-        slice_index=a.slice,
-        spokes_per_frame=a.spokes_per_frame,
-        time_dim=a.time_dim,
-    )
 
 
 def cmd_info(a: argparse.Namespace) -> int:
@@ -194,29 +179,8 @@ def _lam_sweep(a: argparse.Namespace, kspace: Any, maps: Any, reference: Any) ->
     return float(rows[best]["lam"])
 
 
-def cmd_recon(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from mridip.coils import DEFAULT_METHOD, compress_coils, estimate_maps
-    from mridip.io.results import write_recon
-    from mridip.methods import reconstruct, resolve_device
-    from mridip.metrics import evaluate
-
-    dev = resolve_device(a.device)  # fail before loading on a machine without CUDA
-    t0 = time.perf_counter()
-    scan = _load(a)
-    kspace, stored = scan.kspace, scan.maps
-    if a.coils is not None:  # compress first: the maps are then estimated on fewer coils
-        kspace, stored = compress_coils(kspace, stored, a.coils)
-    source = a.maps
-    if a.maps == "auto":
-        source = "file" if stored is not None else DEFAULT_METHOD
-    if source == "file":
-        if stored is None:
-            raise MridipError(f"--maps file: {a.raw} stores no reference coil maps")
-        maps = stored
-    else:
-        maps = estimate_maps(kspace.to(dev), method=source)  # on the GPU when asked
+def _method_options(a: argparse.Namespace) -> dict[str, Any]:
+    """The method's keyword options from the flags that ``recon`` and ``batch`` share."""
     options: dict[str, Any] = {}
     if a.lam is not None:
         options["lam"] = a.lam
@@ -231,6 +195,26 @@ def cmd_recon(a: argparse.Namespace) -> int:
         "final": a.final,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
+    return options
+
+
+def cmd_recon(a: argparse.Namespace) -> int:
+    from mridip.metrics import evaluate
+    from mridip.pipeline import prepare_slice, reconstruct_slice
+
+    t0 = time.perf_counter()
+    prep = prepare_slice(
+        a.raw,
+        group=a.group,
+        slice_index=a.slice,
+        spokes_per_frame=a.spokes_per_frame,
+        time_dim=a.time_dim,
+        coils=a.coils,
+        maps=a.maps,
+        device=a.device,
+    )
+    scan, kspace, maps = prep.scan, prep.kspace, prep.maps
+    options = _method_options(a)
     checkpoint = None
     if a.resume is not None:
         checkpoint = Path(a.resume) / "checkpoint.pt"
@@ -243,29 +227,16 @@ def cmd_recon(a: argparse.Namespace) -> int:
     options["progress"] = not a.quiet and sys.stderr.isatty()
     if a.lam_sweep:
         options["lam"] = _lam_sweep(a, kspace, maps, scan.reference)
-    rec = reconstruct(
-        kspace, a.method, maps, device=a.device, seed=a.seed, iters=a.iters, **options
-    )
-    config = dict(
-        rec.config,
-        raw=str(a.raw),
-        slice=a.slice,
-        maps=source,
-        coils=kspace.n_coils,
-        group=scan.raw.group,
-    )
-    history = {k: v for k, v in rec.history.items() if len(v)}
-    write_recon(
+    rec, _ = reconstruct_slice(
+        prep,
         a.output,
-        rec.image.numpy(),
         method=a.method,
-        config=config,
-        frame_times=None if rec.frame_times is None else rec.frame_times.numpy(),
-        maps=rec.maps.numpy(),
-        history={k: np.asarray(v) for k, v in history.items()},
-        seconds=rec.seconds,
-        geometry=rec.geometry,
-        formats=a.formats,
+        raw=a.raw,
+        slice_index=a.slice,
+        device=a.device,
+        seed=a.seed,
+        iters=a.iters,
+        options=options,
     )
     if checkpoint is not None and checkpoint.exists():
         checkpoint.unlink()  # the fit finished: its outputs are complete
@@ -279,46 +250,47 @@ def cmd_recon(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_study(a: argparse.Namespace) -> int:
-    from mridip.study import load_study, run
+def cmd_batch(a: argparse.Namespace) -> int:
+    from mridip.batch import BatchConfig, run_batch
 
-    config = load_study(a.study)  # a malformed file stops here, before anything is written
-    log = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = run(config, a.output, jobs=a.jobs, ray_address=a.ray, log=log)
-    print(
-        f"{len(result.rows)} cells: {result.ran} run, {result.reused} reused, "
-        f"{result.failed} failed; {a.output}/results.csv, summary.md, figures/"
+    raws = list(a.raw)
+    if a.list is not None:
+        try:
+            text = Path(a.list).read_text()
+        except OSError as exc:
+            raise ConfigError(f"--list {a.list}: {exc.strerror or exc}") from None
+        base = Path(a.list).parent  # relative names in the list are relative to it
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                raws.append(str(Path(line) if Path(line).is_absolute() else base / line))
+    config = BatchConfig(
+        method=a.method,
+        group=a.group,
+        spokes_per_frame=a.spokes_per_frame,
+        time_dim=a.time_dim,
+        coils=a.coils,
+        maps=a.maps,
+        device=a.device,
+        seed=a.seed,
+        iters=a.iters,
+        options=_method_options(a),
     )
-    return 1 if result.failed else 0
-
-
-def cmd_export(a: argparse.Namespace) -> int:
-    from mridip.io.results import export_recon
-
-    out = export_recon(a.recon, a.to, a.output, complex_values=a.complex)
-    print(f"wrote {out} ({a.to})")
-    return 0
-
-
-def _vec3(text: str) -> tuple[float, float, float]:
-    """``1,0,0`` → three floats (argparse type)."""
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
-    return values  # type: ignore[return-value]
-
-
-def _formats(text: str) -> tuple[str, ...]:
-    """``h5,nifti,dicom`` → the output formats (argparse type)."""
-    from mridip.io.export import parse_formats
-
-    try:
-        return parse_formats(text)
-    except MridipError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    report = run_batch(
+        raws,
+        a.output,
+        config,
+        ray_address=a.ray,
+        jobs=a.jobs,
+        cpus_per_task=a.cpus_per_task,
+        gpus_per_task=a.gpus_per_task,
+        max_retries=a.retries,
+        force=a.force,
+        progress=None if a.quiet else sys.stderr,
+        bar=sys.stderr.isatty(),
+    )
+    print(report.summary() if a.quiet else report.table())
+    return report.exit_code
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -425,10 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mridip {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def raw_options(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("raw", help="ISMRMRD raw file (.h5)")
+    def raw_options(sp: argparse.ArgumentParser, many: bool = False) -> None:
+        if many:  # batch: every slice of many files
+            sp.add_argument("raw", nargs="*", help="ISMRMRD raw files (.h5)")
+            sp.add_argument("--list", default=None, metavar="FILE", help="raw files, one a line")
+        else:
+            sp.add_argument("raw", help="ISMRMRD raw file (.h5)")
         sp.add_argument("--group", default=None, help="ISMRMRD group (default: the last one)")
-        sp.add_argument("--slice", type=int, default=0, help="slice index (default 0)")
+        if not many:
+            sp.add_argument("--slice", type=int, default=0, help="slice index (default 0)")
         sp.add_argument(
             "--spokes-per-frame",
             type=int,
@@ -441,6 +418,45 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="encoding counter that holds time (default: phase or repetition, detected)",
         )
+
+    def method_options(sp: argparse.ArgumentParser, device: str) -> Any:
+        """The method flags that ``recon`` and ``batch`` share; returns the DIP group."""
+        sp.add_argument("--method", default="cgsense", help="see `mridip methods`")
+        sp.add_argument("--iters", type=int, default=None)
+        sp.add_argument("--lam", type=float, default=None, help="regularisation weight")
+        sp.add_argument(
+            "--maps",
+            default="auto",
+            choices=["auto", "file", "espirit", "walsh", "inati", "lowres"],
+            help="coil maps: stored in the file, or estimated (auto: file if stored, else espirit)",
+        )
+        sp.add_argument(
+            "--coils", type=int, default=None, help="compress to this many virtual coils (PCA)"
+        )
+        sp.add_argument("--device", default=device, help=f"cpu | cuda | auto (default {device})")
+        sp.add_argument("--seed", type=int, default=0)
+        g = sp.add_argument_group("deep image prior methods (dip, tddip, gip, mridip)")
+        g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+        g.add_argument(
+            "--frames-per-step", type=int, default=None, help="random frame subset per step"
+        )
+        g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
+        g.add_argument(
+            "--patience", type=int, default=None, help="steps without improvement to stop"
+        )
+        g.add_argument("--latent", default=None, help="helix | circle | line | cardiac_resp | ...")
+        g.add_argument("--admm", type=int, default=None, help="GIP's ADMM refinement iterations")
+        g.add_argument(
+            "--warm-start", type=int, default=None, help="pretrain steps towards CG-SENSE"
+        )
+        g.add_argument(
+            "--final",
+            choices=["auto", "dc", "refit", "none"],
+            default=None,
+            help="last step: auto (default: data consistency if the held-out samples favour it), "
+            "dc, refit on all data, or none",
+        )
+        return g
 
     s = sub.add_parser("info", help="what is in a raw file")
     raw_options(s)
@@ -457,35 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--acceleration", type=float, default=8.0, help="R (Cartesian)")
     s.add_argument("--noise", type=float, default=0.01, help="k-space noise σ, truth peak = 1")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument(
-        "--position",
-        type=_vec3,
-        default=(0.0, 0.0, 0.0),
-        metavar="X,Y,Z",
-        help="slice centre in patient coordinates (LPS, mm; default 0,0,0)",
-    )
-    s.add_argument(
-        "--read-dir",
-        type=_vec3,
-        default=(1.0, 0.0, 0.0),
-        metavar="X,Y,Z",
-        help="unit vector of the readout (image x) in LPS (default 1,0,0: axial)",
-    )
-    s.add_argument(
-        "--phase-dir",
-        type=_vec3,
-        default=(0.0, 1.0, 0.0),
-        metavar="X,Y,Z",
-        help="unit vector of phase encoding (image y), perpendicular to --read-dir (default 0,1,0)",
-    )
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("recon", help="reconstruct a raw file")
     raw_options(s)
     s.add_argument("-o", "--output", required=True, help="output folder")
-    s.add_argument("--method", default="cgsense", help="see `mridip methods`")
-    s.add_argument("--iters", type=int, default=None)
-    s.add_argument("--lam", type=float, default=None, help="regularisation weight")
+    g = method_options(s, device="cpu")
     s.add_argument(
         "--lam-sweep",
         type=_lam_list,
@@ -493,63 +486,37 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="L1,L2,...",
         help="try these --lam values, print data consistency, keep the discrepancy choice",
     )
-    s.add_argument(
-        "--maps",
-        default="auto",
-        choices=["auto", "file", "espirit", "walsh", "inati", "lowres"],
-        help="coil maps: stored in the file, or estimated (auto: file if stored, else espirit)",
-    )
-    s.add_argument(
-        "--coils", type=int, default=None, help="compress to this many virtual coils (PCA)"
-    )
-    s.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
-    s.add_argument(
-        "--formats",
-        type=_formats,
-        default=("h5", "gif"),
-        metavar="h5,nifti,dicom,mrd,gif,mp4",
-        help="outputs to write (default h5,gif; gif includes montage.png and loss.png)",
-    )
-    g = s.add_argument_group("deep image prior methods (dip, tddip, gip, mridip)")
-    g.add_argument("--lr", type=float, default=None, help="Adam learning rate")
-    g.add_argument("--frames-per-step", type=int, default=None, help="random frame subset per step")
-    g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
-    g.add_argument("--patience", type=int, default=None, help="steps without improvement to stop")
-    g.add_argument("--latent", default=None, help="helix | circle | line | cardiac_resp | ...")
-    g.add_argument("--admm", type=int, default=None, help="GIP's ADMM refinement iterations")
-    g.add_argument("--warm-start", type=int, default=None, help="pretrain steps towards CG-SENSE")
-    g.add_argument(
-        "--final",
-        choices=["auto", "dc", "refit", "none"],
-        default=None,
-        help="last step: auto (default: data consistency if the held-out samples favour it), "
-        "dc, refit on all data, or none",
-    )
     g.add_argument("--checkpoint-every", type=int, default=0, help="write OUT/checkpoint.pt")
     g.add_argument("--resume", default=None, metavar="OUT", help="continue from OUT/checkpoint.pt")
     s.set_defaults(func=cmd_recon)
+
+    s = sub.add_parser("batch", help="every slice of many raw files, on Ray (resumable)")
+    raw_options(s, many=True)
+    s.add_argument("-o", "--output", required=True, help="output folder: OUT/<scan>/slice<NN>/")
+    method_options(s, device="auto")
+    s.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="join a Ray cluster: auto (the one `ray start` set up here) or HOST:PORT "
+        "(default: a local Ray instance on this machine)",
+    )
+    s.add_argument("--jobs", type=int, default=None, help="at most this many slices at once")
+    s.add_argument("--cpus-per-task", type=float, default=1, help="Ray CPUs per slice (1)")
+    s.add_argument(
+        "--gpus-per-task", type=float, default=0, help="Ray GPUs per slice (0; 0.5 shares a GPU)"
+    )
+    s.add_argument("--retries", type=int, default=2, help="retries of a slice whose worker died")
+    s.add_argument("--force", action="store_true", help="redo slices already complete")
+    s.add_argument("--quiet", action="store_true", help="no progress, only the last line")
+    s.set_defaults(func=cmd_batch)
 
     s = sub.add_parser("eval", help="PSNR, SSIM, NRMSE of a reconstruction against a reference")
     s.add_argument("recon", help="recon.h5[:/dataset]")
     s.add_argument("--reference", required=True, help="REF.h5[:/dataset] (default /reference)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_eval)
-
-    s = sub.add_parser("export", help="write a recon.h5 as NIfTI, DICOM, MRD images or MP4")
-    s.add_argument("recon", help="recon.h5 written by `mridip recon`")
-    s.add_argument("--to", required=True, choices=["nifti", "dicom", "mrd", "mp4"])
-    s.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        help="file (.nii.gz or .nii, .h5, .mp4) or, for dicom, a new or empty folder",
-    )
-    s.add_argument(
-        "--complex", action="store_true", help="nifti, mrd: complex values, not the magnitude"
-    )
-    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("methods", help="list the methods")
     s.add_argument("--matrix", type=int, default=128, help="matrix for the parameter counts")
@@ -593,20 +560,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps of the DIP methods (default 600: about 2.5 minutes for mridip on 2 cores)",
     )
     s.set_defaults(func=cmd_demo)
-
-    s = sub.add_parser("study", help="run a retrospective study from a TOML file")
-    s.add_argument("study", help="study file (.toml, see docs/study.md)")
-    s.add_argument("-o", "--output", required=True, help="output folder (a rerun resumes it)")
-    s.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    s.add_argument(
-        "--ray",
-        default=None,
-        metavar="ADDRESS",
-        help="run the cells as Ray tasks: local (a Ray instance on this machine), auto or "
-        "HOST:PORT",
-    )
-    s.add_argument("--quiet", action="store_true", help="no line per finished cell")
-    s.set_defaults(func=cmd_study)
     return p
 
 
