@@ -926,7 +926,7 @@ SECTIONS["baselines"] = _baselines_section
 
 def _generator_section(quick: bool, device: str) -> dict[str, Any]:
     """Forward + backward + Adam of each preset; gip against the reference's structure."""
-    from mridip.models.benchmark import generator_step_benchmark
+    from mridip.bench_generators import generator_step_benchmark
 
     size, frames = ((32, 32), 6) if quick else ((128, 128), 18)
     r = generator_step_benchmark(

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from mridip.bench_generators import _ReferenceGIP, generator_step_benchmark
 from mridip.errors import ConfigError
 from mridip.models import PRESETS, build_generator, describe_presets, time_manifold
-from mridip.models.benchmark import _ReferenceGIP, generator_step_benchmark
 from mridip.models.cnn import ConvDecoder, PerFrameConv2d, PerFrameDecoder, level_sizes, to_grouped
 from mridip.models.graph import FrameGraph, NeighbourConv, cosine_knn, knn_edge_index
 from mridip.models.latents import MapNet
@@ -420,12 +420,20 @@ def test_gip_preset_computes_what_the_reference_structure_computes() -> None:
 # benchmark and GPU
 
 
-def test_benchmark_returns_plain_numbers() -> None:
-    res = generator_step_benchmark((16, 16), 3, steps=1, presets=("gip",))
-    assert res["presets"]["gip"]["step_s"] > 0
-    for key in ("gip_vs_reference", "stage1_batched_vs_loop"):
-        assert res[key]["speedup"] > 0
-        assert res[key]["reference" if key == "gip_vs_reference" else "loop"]["params"] > 0
+def test_benchmark_returns_plain_numbers_and_the_ratios_it_names() -> None:
+    import json
+
+    res = generator_step_benchmark((16, 16), 3, steps=2, presets=("gip",))
+    assert json.loads(json.dumps(res)) == res  # plain numbers: no tensors, no NaN
+    row = res["presets"]["gip"]
+    assert row["step_min_s"] <= row["step_s"]  # the minimum and the median of the steps
+    # each speedup is the peer's median step over ours, and the peers compute the same model
+    g, s = res["gip_vs_reference"], res["stage1_batched_vs_loop"]
+    assert g["speedup"] == g["reference"]["step_s"] / g["gip"]["step_s"]
+    assert s["speedup"] == s["loop"]["step_s"] / s["batched"]["step_s"]
+    assert s["batched"]["params"] == s["loop"]["params"]
+    with pytest.raises(ConfigError, match="unknown preset"):
+        generator_step_benchmark((16, 16), 3, presets=("nope",))
     # the comparison uses GIP's 128² channel plan at every matrix, as the reference does
     ours = build_generator("gip", matrix=(16, 16), frame_times=_times(3), width=24)
     assert res["gip_vs_reference"]["gip"]["params"] == ours.param_count()

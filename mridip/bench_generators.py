@@ -5,6 +5,9 @@ re-creation of the GIP reference code's structure (Python loops over frames, one
 convolution per node and neighbour on sliced tensors), and the per-frame CNN stage batched
 against a Python loop over frames. Results are plain dicts of seconds, ratios and MiB, for
 ``mridip bench``; compare numbers only within one run.
+
+Bench-only code beside :mod:`mridip.bench`: the reference re-creation of GIP is not a model a
+user fits, so the library (``mridip.models``, the methods) never imports this module.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mridip._allocator import keep_freed_memory
+from mridip.errors import ConfigError
 from mridip.models.cnn import PerFrameDecoder, level_sizes
 from mridip.models.generators import PRESETS, auto_width, build_generator
 
@@ -278,6 +282,11 @@ def generator_step_benchmark(
     seed
         Seed of the weights.
 
+    Raises
+    ------
+    ConfigError
+        An unknown preset.
+
     Returns
     -------
     dict
@@ -314,7 +323,7 @@ def generator_step_benchmark(
 
     for name in presets:
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}")
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
         model = build_generator(name, matrix=matrix, frame_times=times, seed=seed)
         result["presets"][name] = run(model)
 
@@ -351,7 +360,7 @@ def generator_step_benchmark(
     return result
 
 
-def main() -> None:  # pragma: no cover - manual use: python -m mridip.models.benchmark
+def main() -> None:  # pragma: no cover - manual use: python -m mridip.bench_generators
     import argparse
     import json
 
