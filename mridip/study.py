@@ -700,7 +700,7 @@ class CellInputs:
 def _pattern(s: dict[str, Any], level: dict[str, float], n: int, t: int, seed: int):
     """The cell's sampling: (mask or None, traj, dcf, nominal acceleration)."""
     pattern = s["pattern"]
-    r = level.get("accelerations")
+    r = float(level.get("accelerations") or 1.0)
     if pattern.endswith("radial"):
         spokes = int(level["spokes"]) if "spokes" in level else max(1, round(math.pi / 2 * n / r))
         make = (
@@ -727,6 +727,14 @@ def _pattern(s: dict[str, Any], level: dict[str, float], n: int, t: int, seed: i
             (n, n), t, r, center_lines=s["center"] or 0, power=s["power"] or 1.0
         )
     return mask, None, None, float(mask.numel() / mask.sum())
+
+
+@functools.lru_cache(maxsize=2)
+def _fine_nufft(n: int) -> Any:
+    """NUFFT on the fine grid (its interpolation tables take a second to build: kept)."""
+    import torchkbnufft as tkbn
+
+    return tkbn.KbNufft(im_size=(2 * n, 2 * n), grid_size=(4 * n, 4 * n))
 
 
 def cell_inputs(cell: dict[str, Any]) -> CellInputs:
@@ -773,10 +781,8 @@ def cell_inputs(cell: dict[str, Any]) -> CellInputs:
             k, (n, n), mask=mask, frame_times=ser.frame_times, meta={"study_dataset": d["name"]}
         )
     else:
-        import torchkbnufft as tkbn
-
         assert ser.fine is not None and traj is not None
-        nufft = tkbn.KbNufft(im_size=(2 * n, 2 * n), grid_size=(4 * n, 4 * n))
+        nufft = _fine_nufft(n)
         # same physical k at half the voxel size: half the radians per voxel; "ortho" divides
         # by the oversampled grid's √(4N·4N), so ×2 is the unitary DFT of the fine image and
         # ÷2 takes it to the matrix's scale (as mridip.simulate does)
