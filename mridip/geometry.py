@@ -25,6 +25,8 @@ import numpy as np
 
 #: LPS → RAS: negate x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Tick of ISMRMRD time stamps (acquisition and physiology) in seconds: 2.5 ms, Siemens' unit.
+TICK_S = 2.5e-3
 
 Vec3 = tuple[float, float, float]
 
@@ -51,6 +53,10 @@ class Geometry:
     frame_times_from
         Where the frame times came from (``acquisition_time_stamp``,
         ``physiology_time_stamp``, or a frame index), or None when unknown.
+    trigger_delay_s
+        Gated series (frame times from the physiology time stamps): the first frame's mean
+        delay after the trigger in seconds, so that frame ``t`` lies at
+        ``trigger_delay_s + frame_times[t]`` after it; None otherwise.
     known
         False for the stand-in of :meth:`identity` (a result without scanner geometry).
     header
@@ -68,6 +74,7 @@ class Geometry:
     slice_dir: Vec3
     patient_position: str | None = None
     frame_times_from: str | None = None
+    trigger_delay_s: float | None = None
     known: bool = True
     header: Mapping[str, str] = field(default_factory=dict)
 
@@ -160,6 +167,9 @@ class Geometry:
             slice_dir=vec("slice_dir"),
             patient_position=d.get("patient_position"),
             frame_times_from=d.get("frame_times_from"),
+            trigger_delay_s=None
+            if d.get("trigger_delay_s") is None
+            else float(d["trigger_delay_s"]),
             known=bool(d.get("known", True)),
             header={str(k): str(v) for k, v in dict(d.get("header") or {}).items()},
         )
@@ -181,6 +191,7 @@ def geometry_from_readouts(
     slice_thickness_mm: float | None = None,
     xml: str | None = None,
     frame_times_from: str | None = None,
+    time_dim: str | None = None,
 ) -> Geometry:
     """The geometry of one slice from its readouts' headers and the ISMRMRD XML header.
 
@@ -199,6 +210,10 @@ def geometry_from_readouts(
         The ISMRMRD XML header, for patient position and the scanner, study and patient fields.
     frame_times_from
         Where the frame times came from (kept for the writers).
+    time_dim
+        The encoding counter that holds time (``phase``, ``repetition`` ...): with frame times
+        from the physiology time stamps, the readouts of its lowest value give the trigger
+        delay of the first frame (``physiology_time_stamp`` ``(N, 3)`` in 2.5 ms ticks).
 
     Returns
     -------
@@ -229,6 +244,13 @@ def geometry_from_readouts(
     if normal is None:  # ISMRMRD's slice_dir is the right-handed normal read × phase
         normal = np.cross(read, phase)
     pos = np.asarray(head["position"], np.float64).reshape(-1, 3).mean(axis=0)
+    delay = None
+    stamps = head.get("physiology_time_stamp")
+    if frame_times_from == "physiology_time_stamp" and stamps is not None and len(stamps):
+        s0 = np.asarray(stamps, np.float64).reshape(len(stamps), -1)[:, 0]
+        labels = head.get(time_dim or "")
+        first = np.ones(len(s0), bool) if labels is None else labels == np.min(labels)
+        delay = float(s0[first].mean() * TICK_S)
     return Geometry(
         matrix=(ny, nx),
         pixel_spacing_mm=spacing,
@@ -239,6 +261,7 @@ def geometry_from_readouts(
         slice_dir=_vec(normal),
         patient_position=patient_position,
         frame_times_from=frame_times_from,
+        trigger_delay_s=delay,
         known=True,
         header=fields,
     )

@@ -380,3 +380,43 @@ def test_frame_indices_are_not_written_as_times(tmp_path):
     write_nifti(tmp_path / "y.nii", image, real, np.array([0.0, 0.05, 0.1]))
     hdr = nib.load(tmp_path / "y.nii").header
     assert hdr.get_xyzt_units() == ("mm", "sec") and hdr.get_zooms()[3] == pytest.approx(0.05)
+
+
+def test_gated_series_keeps_the_trigger_delay(tmp_path):
+    import pydicom
+
+    from mridip.io.export import write_dicom
+
+    # two cardiac phases of two readouts each, at 40 and 42 ms, then 80 and 82 ms after the R wave
+    ticks = np.array([16, 16.8, 32, 32.8])  # 2.5 ms
+    head = {
+        "position": np.zeros((4, 3)),
+        "read_dir": np.array([[1.0, 0.0, 0.0]] * 4),
+        "phase_dir": np.array([[0.0, 1.0, 0.0]] * 4),
+        "slice_dir": np.array([[0.0, 0.0, 1.0]] * 4),
+        "physiology_time_stamp": np.stack([ticks, np.zeros(4), np.zeros(4)], axis=1),
+        "phase": np.array([0, 0, 1, 1]),
+    }
+    g = geometry_from_readouts(
+        head,
+        matrix=(4, 4),
+        fov_mm=(40.0, 40.0),
+        frame_times_from="physiology_time_stamp",
+        time_dim="phase",
+    )
+    assert g.trigger_delay_s == pytest.approx(0.041)
+    files = write_dicom(tmp_path / "d", np.ones((2, 4, 4), np.complex64), g, np.array([0.0, 0.04]))
+    times = [float(pydicom.dcmread(f).TriggerTime) for f in files]
+    np.testing.assert_allclose(times, [41.0, 81.0])
+    assert Geometry.from_dict(g.to_dict()) == g
+    import ismrmrd
+
+    from mridip.io.export import write_mrd
+
+    write_mrd(tmp_path / "m.h5", np.ones((2, 4, 4), np.complex64), g, np.array([0.0, 0.04]))
+    ds = ismrmrd.Dataset(str(tmp_path / "m.h5"), "dataset", create_if_needed=False)
+    try:
+        stamps = [ds.read_image("image_0", t).physiology_time_stamp[0] for t in range(2)]
+    finally:
+        ds.close()
+    assert stamps == [16, 32]  # 41 and 81 ms in 2.5 ms ticks

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mridip.errors import ResultError
-from mridip.geometry import Geometry
+from mridip.geometry import TICK_S, Geometry
 from mridip.io.atomic import atomic_path
 
 #: Every output ``mridip recon --formats`` knows, in the order they are written.
@@ -40,8 +40,6 @@ OUTPUT_NAMES = {
 }
 #: Frame period when a series has no frame times (the GIF's default as well).
 DEFAULT_FRAME_S = 0.08
-#: Tick of ISMRMRD time stamps in seconds (2.5 ms, Siemens' convention).
-_TICK_S = 2.5e-3
 
 
 class GeometryWarning(UserWarning):
@@ -222,12 +220,12 @@ def write_dicom(
     """Write one MR image series: one DICOM file per frame, ``IM_0001.dcm`` ….
 
     Every instance carries ImagePositionPatient and ImageOrientationPatient from the geometry
-    (LPS), PixelSpacing, SliceThickness, TriggerTime (the frame time in ms, when the frame
-    times are real), new Study, Series and SOP Instance UIDs, a series description naming the
-    method, and the magnitude as uint16 with RescaleSlope (one slope for the whole series,
-    the series maximum mapped to 65535) and a window of the 99.5th percentile. Patient, study
-    and scanner fields are copied from the raw header where present; type-2 fields the header
-    lacks are left empty.
+    (LPS), PixelSpacing, SliceThickness, TriggerTime (when the frame times are real: the frame
+    time in ms, after the trigger for a gated series, else after the first frame), new Study,
+    Series and SOP Instance UIDs, a series description naming the method, and the magnitude as
+    uint16 with RescaleSlope (one slope for the whole series, the series maximum mapped to
+    65535) and a window of the 99.5th percentile. Patient, study and scanner fields are copied
+    from the raw header where present; type-2 fields the header lacks are left empty.
 
     Parameters
     ----------
@@ -285,8 +283,8 @@ def _dicom(
     pixels = np.clip(np.round(mag / slope), 0, 65535).astype(np.uint16)
     hi = float(np.percentile(mag, 99.5)) or float(mag.max()) or 1.0
     times_ms = None
-    if dt is not None and frame_times is not None:
-        times_ms = 1000.0 * np.asarray(frame_times, np.float64)
+    if dt is not None and frame_times is not None:  # after the trigger when it is known
+        times_ms = 1000.0 * (np.asarray(frame_times, np.float64) + (g.trigger_delay_s or 0.0))
     now = datetime.datetime.now()
     study_uid, series_uid = generate_uid(), generate_uid()
     frame_uid = g.header.get("FrameOfReferenceUID") or generate_uid()
@@ -521,7 +519,7 @@ def _mrd(
     fov_y, fov_x = g.fov_mm
     t = image.shape[0]
     times = np.asarray(frame_times, np.float64) if frame_times is not None else np.arange(t) * 1.0
-    ticks = np.round((times - times[0]) / _TICK_S).astype(np.int64)
+    ticks = np.round((times - times[0]) / TICK_S).astype(np.int64)
     values = image.astype(np.complex64) if complex_values else np.abs(image).astype(np.float32)
     attrs = ismrmrd.Meta()
     attrs["ImageComment"] = f"mridip {method}".strip()
@@ -544,6 +542,8 @@ def _mrd(
             img.image_index = f + 1
             img.image_series_index = 1
             img.acquisition_time_stamp = int(ticks[f])
+            if g.trigger_delay_s is not None:  # gated: the frame's delay after the trigger
+                img.physiology_time_stamp[0] = int(round((times[f] + g.trigger_delay_s) / TICK_S))
             img.attribute_string = meta_text
             ds.append_image("image_0", img)
     finally:
