@@ -45,6 +45,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         acceleration=a.acceleration,
         noise=a.noise,
         seed=a.seed,
+        position_mm=a.position,
+        read_dir=a.read_dir,
+        phase_dir=a.phase_dir,
     )
     t0 = time.perf_counter()
     sim = simulate(cfg)
@@ -237,6 +240,7 @@ def cmd_recon(a: argparse.Namespace) -> int:
         seed=a.seed,
         iters=a.iters,
         options=options,
+        formats=a.formats,
     )
     if checkpoint is not None and checkpoint.exists():
         checkpoint.unlink()  # the fit finished: its outputs are complete
@@ -291,6 +295,48 @@ def cmd_batch(a: argparse.Namespace) -> int:
     )
     print(report.summary() if a.quiet else report.table())
     return report.exit_code
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    from mridip.study import load_study, run
+
+    config = load_study(a.study)  # a malformed file stops here, before anything is written
+    log = None if a.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    result = run(config, a.output, jobs=a.jobs, ray_address=a.ray, log=log)
+    print(
+        f"{len(result.rows)} cells: {result.ran} run, {result.reused} reused, "
+        f"{result.failed} failed; {a.output}/results.csv, summary.md, figures/"
+    )
+    return 1 if result.failed else 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from mridip.io.results import export_recon
+
+    out = export_recon(a.recon, a.to, a.output, complex_values=a.complex)
+    print(f"wrote {out} ({a.to})")
+    return 0
+
+
+def _vec3(text: str) -> tuple[float, float, float]:
+    """``1,0,0`` → three floats (argparse type)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """``h5,nifti,dicom`` → the output formats (argparse type)."""
+    from mridip.io.export import parse_formats
+
+    try:
+        return parse_formats(text)
+    except MridipError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -473,6 +519,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--acceleration", type=float, default=8.0, help="R (Cartesian)")
     s.add_argument("--noise", type=float, default=0.01, help="k-space noise σ, truth peak = 1")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--position",
+        type=_vec3,
+        default=(0.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="slice centre in patient coordinates (LPS, mm; default 0,0,0)",
+    )
+    s.add_argument(
+        "--read-dir",
+        type=_vec3,
+        default=(1.0, 0.0, 0.0),
+        metavar="X,Y,Z",
+        help="unit vector of the readout (image x) in LPS (default 1,0,0: axial)",
+    )
+    s.add_argument(
+        "--phase-dir",
+        type=_vec3,
+        default=(0.0, 1.0, 0.0),
+        metavar="X,Y,Z",
+        help="unit vector of phase encoding (image y), perpendicular to --read-dir (default 0,1,0)",
+    )
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("recon", help="reconstruct a raw file")
@@ -487,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="try these --lam values, print data consistency, keep the discrepancy choice",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bar, no summary")
+    s.add_argument(
+        "--formats",
+        type=_formats,
+        default=("h5", "gif"),
+        metavar="h5,nifti,dicom,mrd,gif,mp4",
+        help="outputs to write (default h5,gif; gif includes montage.png and loss.png)",
+    )
     g.add_argument("--checkpoint-every", type=int, default=0, help="write OUT/checkpoint.pt")
     g.add_argument("--resume", default=None, metavar="OUT", help="continue from OUT/checkpoint.pt")
     s.set_defaults(func=cmd_recon)
@@ -517,6 +591,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True, help="REF.h5[:/dataset] (default /reference)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("export", help="write a recon.h5 as NIfTI, DICOM, MRD images or MP4")
+    s.add_argument("recon", help="recon.h5 written by `mridip recon`")
+    s.add_argument("--to", required=True, choices=["nifti", "dicom", "mrd", "mp4"])
+    s.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="file (.nii.gz or .nii, .h5, .mp4) or, for dicom, a new or empty folder",
+    )
+    s.add_argument(
+        "--complex", action="store_true", help="nifti, mrd: complex values, not the magnitude"
+    )
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("methods", help="list the methods")
     s.add_argument("--matrix", type=int, default=128, help="matrix for the parameter counts")
@@ -560,6 +648,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps of the DIP methods (default 600: about 2.5 minutes for mridip on 2 cores)",
     )
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("study", help="run a retrospective study from a TOML file")
+    s.add_argument("study", help="study file (.toml, see docs/study.md)")
+    s.add_argument("-o", "--output", required=True, help="output folder (a rerun resumes it)")
+    s.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    s.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the cells as Ray tasks: local (a Ray instance on this machine), auto or "
+        "HOST:PORT",
+    )
+    s.add_argument("--quiet", action="store_true", help="no line per finished cell")
+    s.set_defaults(func=cmd_study)
     return p
 
 

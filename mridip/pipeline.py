@@ -123,6 +123,7 @@ def reconstruct_slice(
     seed: int = 0,
     iters: int | None = None,
     options: dict[str, Any] | None = None,
+    formats: tuple[str, ...] | None = None,
 ) -> tuple[Reconstruction, dict[str, Any]]:
     """Reconstruct a prepared slice and write ``output/recon.h5``, ``cine.gif``, ``montage.png``.
 
@@ -138,6 +139,8 @@ def reconstruct_slice(
         Where the slice came from, recorded in the configuration.
     device, seed, iters, options
         As :func:`mridip.methods.reconstruct`.
+    formats : tuple of str, optional
+        Outputs to write (:data:`mridip.io.export.FORMATS`; default ``h5`` and ``gif``).
 
     Returns
     -------
@@ -175,5 +178,7 @@ def reconstruct_slice(
         maps=rec.maps.numpy(),
         history={k: np.asarray(v) for k, v in history.items()},
         seconds=rec.seconds,
+        geometry=rec.geometry,
+        formats=formats,
     )
     return rec, config
