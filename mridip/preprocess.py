@@ -428,6 +428,7 @@ def to_kspace(
             slice_thickness_mm=raw.header.recon_fov_mm[2] or raw.header.encoded_fov_mm[2],
             xml=raw.xml,
             frame_times_from=ks.meta.get("frame_times_from"),
+            time_dim=ks.meta.get("time_dim"),
         )
     )
     return ks, torch.from_numpy(whitening)
