@@ -60,9 +60,13 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+#: ``--conjugate`` → the loader's ``conjugate`` (None: the vendor rule of docs/loader.md).
+_CONJUGATE = {"auto": None, "on": True, "off": False}
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     from mridip.io.raw import read_raw
-    from mridip.preprocess import NeedsBinning, prepare
+    from mridip.preprocess import prepare
 
     raw = read_raw(a.raw, group=a.group)
     h = raw.header
@@ -77,27 +81,23 @@ def cmd_info(a: argparse.Namespace) -> int:
         f"slices       {len(slices)} (showing --slice {a.slice})",
     ]
     noise = raw.dropped.get("noise", 0)
-    try:
-        scan = prepare(
-            raw,
-            slice_index=a.slice,
-            spokes_per_frame=a.spokes_per_frame,
-            time_dim=a.time_dim,
-        )
-    except NeedsBinning:
-        lines += [
-            f"coils        {raw.data.shape[1]}",
-            f"frames       no frame labels: {raw.data.shape[0]} readouts of "
-            f"{raw.data.shape[2]} samples; give --spokes-per-frame to bin them",
-            f"noise scans  {noise}",
-        ]
-        print("\n".join(lines))
-        return 0
+    scan = prepare(
+        raw,
+        slice_index=a.slice,
+        spokes_per_frame=a.spokes_per_frame,
+        time_dim=a.time_dim,
+        conjugate=_CONJUGATE[a.conjugate],
+    )
     ks = scan.kspace
     meta = ks.meta
+    if meta.get("static_frame") or (ks.n_frames == 1 and not meta.get("time_dim")):
+        time_in = "no frame labels: one static frame; --spokes-per-frame S bins a stream"
+    else:
+        time_in = f"time in {meta.get('time_dim') or 'binned stream'}"
     lines += [
+        f"vendor       {h.vendor or 'not given'} (k-space conjugated: {meta.get('conjugated')})",
         f"coils        {ks.n_coils}",
-        f"frames       {ks.n_frames} (time in {meta.get('time_dim') or 'binned stream'})",
+        f"frames       {ks.n_frames} ({time_in})",
     ]
     if ks.is_cartesian:
         assert ks.mask is not None
@@ -212,6 +212,7 @@ def cmd_recon(a: argparse.Namespace) -> int:
         slice_index=a.slice,
         spokes_per_frame=a.spokes_per_frame,
         time_dim=a.time_dim,
+        conjugate=_CONJUGATE[a.conjugate],
         coils=a.coils,
         maps=a.maps,
         device=a.device,
@@ -464,6 +465,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=None,
             help="encoding counter that holds time (default: phase or repetition, detected)",
         )
+        sp.add_argument(
+            "--conjugate",
+            choices=list(_CONJUGATE),
+            default="auto",
+            help="conjugate the k-space, which turns the image by 180° (auto: for Siemens "
+            "files, whose orientation assumes a forward FFT; see docs/loader.md)",
+        )
 
     def method_options(sp: argparse.ArgumentParser, device: str) -> Any:
         """The method flags that ``recon`` and ``batch`` share; returns the DIP group."""
@@ -666,7 +674,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mridip`` console script; returns the exit code."""
+    """Entry point of the ``mridip`` console script; returns the exit code.
+
+    Called with ``argv=None`` (the console script, ``python -m mridip.cli``) it does not
+    return: it ends the process with :func:`_exit_now` once the command is done.
+    """
+    if argv is None:
+        _exit_now(_run(None))
+    return _run(argv)
+
+
+def _exit_now(code: int) -> None:
+    """End the process without tearing the interpreter down.
+
+    torchkbnufft runs its interpolation as TorchScript ``fork`` tasks on PyTorch's inter-op
+    threads ("PTThreadPool"). A pool thread that lets go of a tensor owned by Python must take
+    the GIL; once the interpreter is finalising, CPython stops such a thread with
+    ``pthread_exit``, whose unwinding meets a ``noexcept`` frame of libtorch: ``std::terminate``
+    ("terminate called without an active exception"), SIGABRT, exit code 134, after the
+    command had printed its result. So the steps of a normal exit that need the interpreter
+    are taken here, while it is whole (non-daemon threads joined, ``atexit`` handlers such as
+    Ray's shutdown run, streams flushed), and the process then ends with ``os._exit``, which
+    leaves the pool threads no moment to wake into a finalising interpreter.
+    """
+    import atexit
+    import os
+    import threading
+
+    for t in threading.enumerate():
+        if t is not threading.main_thread() and not t.daemon:
+            t.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _one_line_warnings()

@@ -52,6 +52,7 @@ def prepare_slice(
     slice_index: int = 0,
     spokes_per_frame: int | None = None,
     time_dim: str | None = None,
+    conjugate: bool | None = None,
     coils: int | None = None,
     maps: str = "auto",
     device: str = "cpu",
@@ -62,7 +63,7 @@ def prepare_slice(
     ----------
     raw : path
         ISMRMRD raw file.
-    group, slice_index, spokes_per_frame, time_dim
+    group, slice_index, spokes_per_frame, time_dim, conjugate
         As :func:`mridip.preprocess.load`.
     coils : int, optional
         Compress to this many virtual coils (PCA) before estimating the maps.
@@ -96,6 +97,7 @@ def prepare_slice(
         slice_index=slice_index,
         spokes_per_frame=spokes_per_frame,
         time_dim=time_dim,
+        conjugate=conjugate,
     )
     kspace, stored = scan.kspace, scan.maps
     if coils is not None:  # compress first: the maps are then estimated on fewer coils

@@ -5,12 +5,15 @@ The steps, in order (``docs/loader.md`` lists every warning and refusal):
 1. pick the slice (``idx.slice``) and the first contrast/set when those vary;
 2. flip reversed readouts (``ACQ_IS_REVERSE``);
 3. drop duplicate writes (the same readout, bit for bit, stored twice);
-4. prewhiten with the noise scans (:func:`noise_whitening`);
-5. sort readouts into frames by ``idx.phase`` or ``idx.repetition`` (or both), or bin an
-   unlabelled radial stream by ``spokes_per_frame``; drop an incomplete trailing frame;
-6. Cartesian: place samples by ``center_sample`` and lines by the ``k1`` centre (checked
-   against the signal peak), average repeated lines and ``idx.average``, remove readout
-   oversampling (:func:`remove_readout_oversampling`);
+4. prewhiten with the noise scans (:func:`noise_whitening`), and conjugate the data of
+   vendors whose orientation assumes a forward FFT (:func:`vendor_conjugates`: Siemens);
+5. sort readouts into frames by ``idx.phase`` or ``idx.repetition`` (or both), or bin a
+   non-Cartesian stream by ``spokes_per_frame`` (without either: one static frame); drop an
+   incomplete trailing frame;
+6. Cartesian (by the header's trajectory type, whether or not a trajectory is stored): place
+   samples by ``center_sample`` and lines by the ``k1`` centre (checked against the signal
+   peak), average repeated lines and ``idx.average``, remove readout oversampling
+   (:func:`remove_readout_oversampling`);
 7. non-Cartesian: normalise the stored trajectory to radians per voxel (or compute golden-
    angle spokes when none is stored) and compute the density compensation.
 """
@@ -38,7 +41,32 @@ TIME_DIMS = ("phase", "repetition", "contrast", "set")
 
 
 class NeedsBinning(RawDataError):
-    """A radial stream carries no frame labels; ``spokes_per_frame`` must be given."""
+    """A stream needs ``spokes_per_frame`` (kept for callers that catch it; a stream without
+    frame labels is now loaded as one static frame, with a warning)."""
+
+
+#: ``systemVendor`` values (lower case) whose k-space is conjugated by default. Siemens'
+#: image orientation (the ``read_dir``/``phase_dir`` a converter copies) assumes a forward FFT
+#: from k-space to image; mridip, like mrpro and Gadgetron's tools, uses the inverse FFT, so
+#: the data are conjugated (mrpro does the same since its PR #833, for the same reason).
+CONJUGATED_VENDORS = ("siemens",)
+
+
+def vendor_conjugates(vendor: str | None) -> bool:
+    """Whether the k-space of a file from this ``systemVendor`` is conjugated by default.
+
+    Parameters
+    ----------
+    vendor
+        ``acquisitionSystemInformation/systemVendor`` as stored (any case), or None.
+
+    Returns
+    -------
+    bool
+        True for the vendors of :data:`CONJUGATED_VENDORS` (Siemens); the ``conjugate``
+        option of :func:`load` overrides it either way.
+    """
+    return vendor is not None and vendor.strip().lower() in CONJUGATED_VENDORS
 
 
 @dataclass
@@ -71,6 +99,7 @@ def load(
     slice_index: int = 0,
     spokes_per_frame: int | None = None,
     time_dim: str | None = None,
+    conjugate: bool | None = None,
 ) -> LoadedScan:
     """Read an ISMRMRD raw file and pre-process one slice (see :func:`to_kspace`).
 
@@ -81,7 +110,11 @@ def load(
     """
     raw = read_raw(path, group=group)
     return prepare(
-        raw, slice_index=slice_index, spokes_per_frame=spokes_per_frame, time_dim=time_dim
+        raw,
+        slice_index=slice_index,
+        spokes_per_frame=spokes_per_frame,
+        time_dim=time_dim,
+        conjugate=conjugate,
     )
 
 
@@ -91,11 +124,16 @@ def prepare(
     slice_index: int = 0,
     spokes_per_frame: int | None = None,
     time_dim: str | None = None,
+    conjugate: bool | None = None,
 ) -> LoadedScan:
     """Pre-process one slice of a scan already read (:func:`to_kspace`), with the file's
     reference series and reference maps (whitened like the data) when it stores them."""
     kspace, whitening = to_kspace(
-        raw, slice_index=slice_index, spokes_per_frame=spokes_per_frame, time_dim=time_dim
+        raw,
+        slice_index=slice_index,
+        spokes_per_frame=spokes_per_frame,
+        time_dim=time_dim,
+        conjugate=conjugate,
     )
     maps = None
     ref_maps = raw.extras.get("reference_maps")
@@ -304,6 +342,7 @@ def to_kspace(
     slice_index: int = 0,
     spokes_per_frame: int | None = None,
     time_dim: str | None = None,
+    conjugate: bool | None = None,
 ) -> tuple[DynamicKSpace, torch.Tensor]:
     """Pre-process one slice of a raw scan.
 
@@ -315,10 +354,14 @@ def to_kspace(
         Which ``idx.slice`` to take.
     spokes_per_frame
         Bin the non-Cartesian readouts, in acquisition order, into frames of this many
-        (needed for a stream without frame labels; overrides labels when given).
+        (overrides labels when given; a stream without labels is otherwise one static frame).
     time_dim
         Encoding counter that holds time (``phase``, ``repetition``, ``contrast``, ``set``);
         detected when None (``phase`` or ``repetition``, whichever varies).
+    conjugate
+        Complex-conjugate the k-space (which mirrors the image through its centre, in both
+        axes). None follows the vendor rule of :func:`vendor_conjugates`: conjugate data whose
+        ``systemVendor`` is Siemens.
 
     Returns
     -------
@@ -379,6 +422,13 @@ def to_kspace(
     whitening = _whitening_for(raw, c, dwell, notes)
     if raw.noise is not None and not np.allclose(whitening, np.eye(c)):
         data = np.matmul(whitening, data)
+    conj_from = "--conjugate" if conjugate is not None else "vendor rule"
+    if conjugate is None:
+        conjugate = vendor_conjugates(raw.header.vendor)
+    if conjugate:
+        data = np.conjugate(data)  # a new array: raw.data stays as read
+        # conj(W·y) = conj(W)·conj(y): the whitening the signal went through is conj(W)
+        whitening = whitening.conj()
     labels, dim_name = _frame_labels(head, time_dim, notes)
     pos = head["position"]
     geometry = {
@@ -399,10 +449,16 @@ def to_kspace(
         "prewhitened": bool(raw.noise is not None and not np.allclose(whitening, np.eye(c))),
         "whitening": whitening,
         "header_acceleration": raw.header.acceleration,
+        "conjugated": f"{bool(conjugate)} ({conj_from})",
     }
     kind = raw.header.trajectory
     try:
-        if kind in NON_CARTESIAN or traj is not None:
+        # The header's trajectory type decides: a Cartesian scan that also stores its
+        # trajectory (mrpro writes k in ±N/2 per axis, the readout oversampled) is placed by
+        # its counters like any other, never gridded as if it were non-Cartesian.
+        if kind == "cartesian" and traj is not None:
+            meta["stored_trajectory"] = "not used: lines placed by their encoding counters"
+        if kind in NON_CARTESIAN or (traj is not None and kind != "cartesian"):
             ks = _noncartesian(
                 data,
                 head,
@@ -786,10 +842,19 @@ def _noncartesian(
         frame_of = np.repeat(np.arange(t), spokes_per_frame)
         dim_name = None
     elif dim_name is None:
-        raise NeedsBinning(
-            f"the {n} readouts carry no frame labels (phase and repetition are constant); give "
-            "--spokes-per-frame"
+        # one static image (a single repetition, a simulation): nothing says where frames
+        # begin, so all readouts make one frame, and the warning says how to bin a stream
+        warn(
+            notes,
+            f"the {n} readouts carry no frame labels (phase and repetition are constant): "
+            "reconstructed as one static frame; give --spokes-per-frame S to bin them, in "
+            "acquisition order, into frames of S readouts",
+            stacklevel=4,
         )
+        order = np.argsort(counter, kind="stable")
+        frame_of = np.zeros(n, np.int64)
+        t, spokes_per_frame = 1, n
+        meta["static_frame"] = True
     else:
         order = np.lexsort((counter, labels))
         uniq, frame_of = np.unique(labels[order], return_inverse=True)

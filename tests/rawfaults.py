@@ -103,6 +103,7 @@ class Faults:
     repeats: int = 0  #: lines acquired a second time (other data: averaged)
     truncate_last: bool = False  #: the last frame keeps a quarter of its lines
     nan: int = 0  #: readouts holding a NaN sample
+    absurd: int = 0  #: readouts holding a finite sample of absurd magnitude (2.4e38)
     zero: int = 0  #: readouts of all-zero samples
     calibration_only: int = 0  #: extra ACS-only readouts
     navigators: int = 0  #: extra navigator readouts
@@ -112,6 +113,12 @@ class Faults:
     compressed: bool = False  #: readouts flagged ACQ_COMPRESSION1
     slices: int = 1
     time_dim: str = "phase"
+    #: ``systemVendor``; "Siemens" stores the conjugate of the k-space (as mrpro's writer and
+    #: its reader's rule have it: Siemens orientation assumes a forward FFT to the image)
+    vendor: str = "rawfaults"
+    #: store each readout's trajectory as mrpro's writer does for Cartesian scans: k_x in
+    #: samples from the centre (±Nro/2, readout oversampling included), k_y = line − N/2
+    stored_trajectory: bool = False
 
 
 @dataclass
@@ -168,6 +175,7 @@ def cartesian_scan(
 
     head_rows: list[dict[str, object]] = []
     data_rows: list[np.ndarray] = []
+    traj_rows: list[np.ndarray | None] = []
     counter = 0
 
     def add(d: np.ndarray, **fields: object) -> None:
@@ -184,9 +192,13 @@ def cartesian_scan(
             "phase_dir": (0.0, 1.0, 0.0),
             "slice_dir": (0.0, 0.0, 1.0),
         }
+        traj = fields.pop("traj", None)
         row.update(fields)
+        if traj is not None:
+            row["trajectory_dimensions"] = 2
         head_rows.append(row)
         data_rows.append(d)
+        traj_rows.append(traj)
         counter += 1
 
     noise_rows = []
@@ -210,19 +222,28 @@ def cartesian_scan(
         for f in range(t):
             for line in np.flatnonzero(lines[f]):
                 d = k_os[f, :, line].copy()
+                if fl.vendor.lower() == "siemens":
+                    d = d.conj()
                 flags = 0
+                kx = np.arange(nro, dtype=np.float64) - centre_sample
                 if fl.reverse and line % 2:
                     d = d[:, ::-1].copy()
+                    kx = kx[::-1]
                     flags |= REVERSE
                 cs = centre_sample
                 if fl.asymmetric:
                     d = d[:, fl.asymmetric :]
+                    kx = kx[fl.asymmetric :]
                     cs = centre_sample - fl.asymmetric
                 pre, post = fl.discard
                 if pre or post:
+                    # center_sample counts from the first sample kept (Gadgetron, mrpro)
                     junk = np.full((c, pre), 1e3 + 0j), np.full((c, post), -1e3 + 0j)
                     d = np.concatenate([junk[0], d, junk[1]], axis=1)
-                    cs = cs + pre
+                    kx = np.concatenate([np.zeros(pre), kx, np.zeros(post)])
+                traj = None
+                if fl.stored_trajectory:
+                    traj = np.stack([kx, np.full(len(kx), line - n / 2)], axis=1)
                 if fl.compressed:
                     flags |= COMPRESSED
                 position = (0.0, 0.0, 6.0 * s)
@@ -236,6 +257,7 @@ def cartesian_scan(
                     discard_pre=pre,
                     discard_post=post,
                     position=position,
+                    traj=traj,
                     **time_fields,
                 )
     planted_mask = np.repeat(lines[:, :, None], n, axis=2)
@@ -252,20 +274,23 @@ def cartesian_scan(
             r = dict(head_rows[i])
             f, line = int(r[fl.time_dim]), int(r["kspace_encode_step_1"])  # type: ignore[arg-type]
             extra = data_rows[i] * (1.0 + 0.2j)
-            add(extra, **{k: v for k, v in r.items() if k != "scan_counter"})
+            add(extra, traj=traj_rows[i], **{k: v for k, v in r.items() if k != "scan_counter"})
             expected[f, :, line] *= 1.0 + 0.1j
     if fl.duplicates:
         for i in imaging[3 : 3 + fl.duplicates]:
             head_rows.append(dict(head_rows[i]))
             data_rows.append(data_rows[i].copy())
-    if fl.nan or fl.zero:
-        for j, i in enumerate(imaging[7 : 7 + fl.nan + fl.zero]):
+            traj_rows.append(traj_rows[i])
+    if fl.nan or fl.zero or fl.absurd:
+        for j, i in enumerate(imaging[7 : 7 + fl.nan + fl.zero + fl.absurd]):
             r = head_rows[i]
             d = data_rows[i].copy()
             if j < fl.nan:
                 d[0, d.shape[1] // 3] = np.nan
-            else:
+            elif j < fl.nan + fl.zero:
                 d[:] = 0
+            else:  # finite in float32 (largest 3.4e38), absurd as a measurement
+                d[0, d.shape[1] // 3] = 2.4e38
             data_rows[i] = d
             f, line = int(r[fl.time_dim]), int(r["kspace_encode_step_1"])  # type: ignore[arg-type]
             dropped_lines.append((f, line))
@@ -280,6 +305,7 @@ def cartesian_scan(
         cut = set(last[len(last) // 4 :])
         head_rows = [r for i, r in enumerate(head_rows) if i not in cut]
         data_rows = [d for i, d in enumerate(data_rows) if i not in cut]
+        traj_rows = [tr for i, tr in enumerate(traj_rows) if i not in cut]
         expected, planted_mask = expected[:-1], planted_mask[:-1]
     if fl.asymmetric and os_ == 1:
         planted_mask[..., : fl.asymmetric] = False
@@ -307,7 +333,7 @@ def cartesian_scan(
         limits=limits,
         n_coils=c,
         tr_ms=3.0,
-        vendor="rawfaults",
+        vendor=fl.vendor,
     )
     if fl.unknown_element:
         xml = xml.replace("<encoding>", "<encoding><vendorThing>7</vendorThing>", 1)
@@ -324,9 +350,9 @@ def cartesian_scan(
         }
         # as multi-measurement conversions name them; "dataset_10" sorts last only naturally
         write_table(path, nxml, nhead, noise_rows, group="dataset_9")
-        write_table(path, xml, head, data_rows, group="dataset_10", mode="a")
+        write_table(path, xml, head, data_rows, traj_rows, group="dataset_10", mode="a")
     else:
-        write_table(path, xml, head, data_rows)
+        write_table(path, xml, head, data_rows, traj_rows)
     return Planted(
         path=path,
         kspace=expected,

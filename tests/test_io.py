@@ -84,13 +84,13 @@ def test_load_cartesian(cartesian_cine):
 
 
 def test_radial_stream_binning(tmp_path):
-    """A stream without frame labels is binned by --spokes-per-frame."""
+    """A stream without frame labels is one static frame, or binned by --spokes-per-frame."""
     sim = simulate(SimulationConfig(matrix=32, frames=4, coils=2, spokes=6))
     sim.acquisitions.idx["phase"] = np.zeros_like(sim.acquisitions.idx["phase"])
     path = tmp_path / "stream.h5"
     write_simulation(path, sim)
-    with pytest.raises(RawDataError, match="spokes-per-frame"):
-        load(path)
+    with pytest.warns(UserWarning, match="one static frame; give --spokes-per-frame"):
+        assert load(path).kspace.n_frames == 1
     with pytest.warns(UserWarning, match="incomplete"):
         ks = load(path, spokes_per_frame=5).kspace
     assert ks.n_frames == 4  # 24 spokes → 4 frames of 5, 4 dropped

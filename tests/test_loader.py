@@ -110,8 +110,23 @@ def test_clean_file_loads_exactly(tmp_path, oversampling):
         (Faults(partial_fourier=8), 2),
         (Faults(noise_dwell_ratio=2.0), 2),
         (Faults(time_dim="repetition"), 2),
+        (Faults(stored_trajectory=True), 2),
+        (Faults(stored_trajectory=True, discard=(10, 4), reverse=True), 1),
+        (Faults(vendor="Siemens"), 2),
+        (Faults(vendor="SIEMENS", reverse=True, time_dim="repetition"), 2),
     ],
-    ids=["discard", "reverse", "asymmetric_echo", "partial_fourier", "noise_dwell", "repetition"],
+    ids=[
+        "discard",
+        "reverse",
+        "asymmetric_echo",
+        "partial_fourier",
+        "noise_dwell",
+        "repetition",
+        "cartesian_with_trajectory",
+        "cartesian_with_trajectory_discard_reverse",
+        "siemens_conjugated",
+        "siemens_reverse_repetition",
+    ],
 )
 def test_acquisition_features_load_exactly(tmp_path, faults, oversampling):
     planted = cartesian_scan(tmp_path / "f.h5", faults, oversampling=oversampling)
@@ -123,6 +138,56 @@ def test_acquisition_features_load_exactly(tmp_path, faults, oversampling):
     if faults.partial_fourier:
         assert meta["partial_fourier"] == pytest.approx((32 - 8) / 32)
     assert meta["time_dim"] == faults.time_dim
+    assert meta["trajectory"] == "cartesian"
+    assert meta["conjugated"].startswith(str(faults.vendor.lower() == "siemens"))
+
+
+def test_center_sample_counts_after_the_discarded_samples(tmp_path):
+    """center_sample indexes the trimmed readout (Gadgetron, mrpro): with 10 samples discarded
+    before the echo, a loader that subtracts them again puts every line 10 columns off."""
+    planted = cartesian_scan(tmp_path / "d.h5", Faults(discard=(10, 0)), oversampling=1)
+    head = read_table(planted.path)[1]
+    imaging = head["flags"] == 0
+    assert (head["center_sample"][imaging] == 16).all() and (
+        head["discard_pre"][imaging] == 10
+    ).all()
+    ks = load(planted.path).kspace
+    check_kspace(load(planted.path), planted)
+    # the k-space centre is where the energy peaks
+    energy = (ks.data.abs() ** 2).sum(dim=(0, 1, 2))
+    assert int(energy.argmax()) == 16
+
+
+@pytest.mark.parametrize("frames", [1, 4])
+def test_cartesian_file_with_trajectory_is_placed_by_its_counters(tmp_path, frames):
+    """mrpro stores k_x in ±Nro/2 (readout oversampled 2×) and k_y in ±N/2 for Cartesian
+    scans. Gridded as non-Cartesian with one scale for both axes, the image came out 2×
+    magnified along y, a single repetition was refused and unequal frames too."""
+    planted = cartesian_scan(
+        tmp_path / "t.h5", Faults(stored_trajectory=True), frames=frames, oversampling=2
+    )
+    assert read_table(planted.path)[3][10] is not None  # the trajectory is stored
+    scan = load(planted.path)  # no warning: nothing is wrong with such a file
+    check_kspace(scan, planted)
+    ks = scan.kspace
+    assert ks.is_cartesian and ks.n_frames == frames and ks.matrix == (32, 32)
+    assert "not used" in ks.meta["stored_trajectory"]
+
+
+def test_siemens_conjugation_can_be_overridden(tmp_path, capsys):
+    # no readout oversampling: its removal (a crop of the image) does not commute with conj
+    planted = cartesian_scan(tmp_path / "s.h5", Faults(vendor="Siemens"), oversampling=1)
+    default = load(planted.path)
+    kept = load(planted.path, conjugate=False).kspace
+    forced = load(cartesian_scan(tmp_path / "o.h5").path, conjugate=True).kspace
+    check_kspace(default, planted)
+    assert torch.allclose(kept.data, default.kspace.data.conj(), atol=1e-6)
+    assert forced.meta["conjugated"].startswith("True (--conjugate")
+    assert kept.meta["conjugated"].startswith("False (--conjugate")
+    code, out, _ = cli(["info", planted.path], capsys)
+    assert code == 0 and "vendor       Siemens (k-space conjugated: True (vendor rule" in out
+    code, out, _ = cli(["info", planted.path, "--conjugate", "off"], capsys)
+    assert code == 0 and "conjugated: False (--conjugate" in out
 
 
 def test_asymmetric_echo_with_oversampling_keeps_the_sampled_columns(tmp_path):
@@ -149,6 +214,11 @@ WARNED = [
     ("repeats", Faults(repeats=2), "2 repeated lines"),
     ("truncated_last_frame", Faults(truncate_last=True), "dropped the last frame"),
     ("nan", Faults(nan=2), "dropped 2 readouts with NaN"),
+    (
+        "absurd",
+        Faults(absurd=2),
+        "dropped 2 readouts with samples of absurd magnitude (up to 2.4e+38",
+    ),
     ("zero", Faults(zero=1), "all zero"),
     ("unknown_header_element", Faults(unknown_element=True), "does not follow the schema"),
     ("missing_limits", Faults(missing_limits=True), "no centre line for phase encoding"),
@@ -327,9 +397,11 @@ def _refusal(tmp_path, case):
         _, head, _, _ = read_table(path)
         head["kspace_encode_step_2"] = np.arange(len(head["flags"])) % 2
         rewrite(path, head=head)
-    elif case == "lines_outside":
-        cartesian_scan(path)
+    elif case in ("lines_outside", "lines_outside_with_trajectory"):
+        cartesian_scan(path, Faults(stored_trajectory=case != "lines_outside"))
         rewrite(path, xml=read_table(path)[0].replace("<y>32</y>", "<y>16</y>", 1))
+    elif case == "absurd":
+        cartesian_scan(path, Faults(absurd=30))
     elif case == "noise_only":
         cartesian_scan(path)
         xml, head, data, _ = read_table(path)
@@ -340,7 +412,7 @@ def _refusal(tmp_path, case):
             {k: v[keep] for k, v in head.items()},
             [data[i] for i in np.flatnonzero(keep)],
         )
-    elif case in ("spiral_no_traj", "traj_units", "unlabelled", "uneven_frames"):
+    elif case in ("spiral_no_traj", "traj_units", "unlabelled", "uneven_frames"):  # radial
         write_simulation(path, simulate(SimulationConfig(matrix=16, frames=3, coils=2, spokes=5)))
         xml, head, data, traj = read_table(path)
         imaging = head["flags"] == 0
@@ -376,10 +448,11 @@ REFUSED = {
     "all_nan": "hold NaN or Inf samples; the file is damaged",
     "three_d": "3-D encoded readouts",
     "lines_outside": "fall outside the encoded matrix of 16 lines",
+    "lines_outside_with_trajectory": "fall outside the encoded matrix of 16 lines",
+    "absurd": "30 of 70 imaging readouts hold samples of absurd magnitude (up to 2.4e",
     "noise_only": "no imaging acquisitions: all 4 are noise scans",
     "spiral_no_traj": "spiral readouts without a stored trajectory",
     "traj_units": "cannot tell the units of the stored trajectory",
-    "unlabelled": "give --spokes-per-frame",
     "uneven_frames": "frames hold differing numbers of readouts",
 }
 
@@ -389,9 +462,8 @@ def test_bad_file_is_refused_with_one_line(tmp_path, case, capsys):
     path = _refusal(tmp_path, case)
     with pytest.raises(RawDataError, match=REFUSED[case].replace("(", r"\(")):
         load(path)
-    # `info` explains an unlabelled stream instead of refusing it; `recon` must refuse all
     command = ["recon", path, "-o", tmp_path / "out", "--method", "zf"]
-    for argv in ([["info", path]] if case != "unlabelled" else []) + [command]:
+    for argv in (["info", path], command):
         code, out, err = cli(argv, capsys)
         assert code == 2 and out == ""
         assert err.count("\n") == 1 and err.startswith("mridip: error: ") and REFUSED[case] in err
@@ -523,11 +595,22 @@ def test_info_reports_what_was_dropped(tmp_path, capsys):
     assert "lines/frame" in out and "acceleration" in out and "slices       1" in out
 
 
-def test_info_of_unlabelled_stream_suggests_binning(tmp_path, capsys):
+@pytest.mark.filterwarnings("always::mridip.io.raw.RawDataWarning")
+def test_unlabelled_stream_is_one_static_frame(tmp_path, capsys):
+    """A radial scan without frame labels (JEMRIS, MRIReco, mrpro's single repetition) is one
+    image: reconstructed as one frame, with a warning that says how to bin a stream."""
     path = _refusal(tmp_path, "unlabelled")
+    n = int((read_table(path)[1]["flags"] == 0).sum())
+    with pytest.warns(RawDataWarning, match="no frame labels .* one static frame; give --spokes"):
+        ks = load(path).kspace
+    assert ks.n_frames == 1 and ks.meta["spokes_per_frame"] == n and ks.meta["static_frame"]
+    binned = load(path, spokes_per_frame=5).kspace  # the way out the warning names
+    assert binned.n_frames == 3
     code, out, err = cli(["info", path], capsys)
-    assert code == 0 and err == ""
-    assert "no frame labels" in out and "--spokes-per-frame" in out
+    assert code == 0 and "frames       1 (no frame labels: one static frame" in out
+    assert err.count("\n") == 1 and "one static frame" in err
+    code, out, err = cli(["recon", path, "-o", tmp_path / "out", "--method", "zf"], capsys)
+    assert code == 0 and (tmp_path / "out" / "recon.h5").exists()
 
 
 # -- MATLAB importers -----------------------------------------------------------------------------

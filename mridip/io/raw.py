@@ -12,8 +12,9 @@ What happens to a file here (the full list, with every warning, is in ``docs/loa
    navigator, phase-correction, dummy, feedback and phase-stabilisation readouts (dropped)
    and imaging readouts (calibration-and-imaging lines included);
 5. sanity filters drop, with a warning, readouts of a minority channel count, a minority
-   readout length (after ``discard_pre/post``), another encoding space, NaN/Inf samples or
-   all-zero data; the discard samples are cut off.
+   readout length (after ``discard_pre/post``), another encoding space, NaN/Inf samples,
+   samples of absurd magnitude (above :data:`ABSURD_MAGNITUDE`) or all-zero data; the
+   discard samples are cut off.
 
 Physics (prewhitening, reversed lines, oversampling, frames) lives in :mod:`mridip.preprocess`.
 """
@@ -119,6 +120,11 @@ _LIMIT_NAMES = (
 #: Relative receiver noise bandwidth when the header does not give one (Siemens' usual value).
 DEFAULT_NOISE_BANDWIDTH = 0.793
 
+#: Largest sample magnitude taken as a measurement. A 32-bit ADC gives at most 2³¹ ≈ 2e9; beyond
+#: 1e12 a sample is a broken simulation or conversion, and its square summed over a scan would
+#: overflow float32 (whose largest value is 3.4e38) in every later step.
+ABSURD_MAGNITUDE = 1e12
+
 
 class Limit(NamedTuple):
     """One encoding limit of the header; ``center`` is None when the header omits it."""
@@ -191,8 +197,8 @@ class RawScan:
     head
         Per-readout header fields as arrays ``(N,)``: ``flags`` (uint64), ``scan_counter``,
         ``acquisition_time_stamp``, ``number_of_samples`` (as stored), ``active_channels``,
-        ``discard_pre``, ``discard_post``, ``center_sample`` (**within the trimmed readout**,
-        i.e. ``center_sample − discard_pre``), ``encoding_space_ref``,
+        ``discard_pre``, ``discard_post``, ``center_sample`` (as stored: an index into the
+        trimmed readout, which is how Gadgetron and mrpro read it), ``encoding_space_ref``,
         ``trajectory_dimensions``, ``sample_time_us``, the encoding counters of
         :data:`IDX_FIELDS`, and ``(N, 3)`` ``physiology_time_stamp``, ``position``,
         ``read_dir``, ``phase_dir``, ``slice_dir``.
@@ -561,6 +567,16 @@ def _assemble(
         raise RawDataError(
             f"{bad} of {len(kidx)} imaging readouts hold NaN or Inf samples; the file is damaged"
         )
+    with np.errstate(invalid="ignore"):
+        peak = np.where(finite, np.abs(flat).max(axis=1, initial=0.0), 0.0)
+    absurd = peak > ABSURD_MAGNITUDE
+    n_absurd = int(absurd.sum())
+    if bad + n_absurd > 0.1 * len(kidx):
+        raise RawDataError(
+            f"{n_absurd} of {len(kidx)} imaging readouts hold samples of absurd magnitude (up "
+            f"to {float(peak.max()):.3g}, limit {ABSURD_MAGNITUDE:.0e}); the file is damaged"
+        )
+    finite &= ~absurd
     zero = finite & ~np.any(flat != 0, axis=1)
     good = finite & ~zero
     if not good.any():
@@ -568,6 +584,13 @@ def _assemble(
     if bad:
         dropped["nan"] = bad
         warn(notes, f"dropped {bad} readouts with NaN or Inf samples")
+    if n_absurd:
+        dropped["absurd"] = n_absurd
+        warn(
+            notes,
+            f"dropped {n_absurd} readouts with samples of absurd magnitude (up to "
+            f"{float(peak.max()):.3g}, limit {ABSURD_MAGNITUDE:.0e})",
+        )
     if zero.any():
         dropped["all-zero"] = int(zero.sum())
         warn(notes, f"dropped {int(zero.sum())} readouts whose samples are all zero")
@@ -585,8 +608,11 @@ def _assemble(
     enc_ref = int(head["encoding_space_ref"][kidx[0]])
     header = parse_header(xml, encoding=enc_ref, notes=notes)
 
+    # center_sample counts from the first sample kept (after discard_pre), not from the first
+    # sample stored: Gadgetron's BucketToBuffer copies the trimmed readout so that its sample
+    # center_sample lands on the grid centre, and mrpro passes center_sample unchanged to its
+    # trajectory of the trimmed readout (docs/loader.md, "Conventions")
     sub = {k: v[kidx] for k, v in head.items()}
-    sub["center_sample"] = sub["center_sample"] - sub["discard_pre"]
 
     noise, noise_dwell = None, None
     if is_noise.any():
