@@ -1,6 +1,6 @@
-"""Every DIP preset beats CG-SENSE against the truth; the default ``mridip`` beats the others
-on a cine (issue 6). Small on purpose: 32², 8 frames, 8 coils, 300 steps per fit; the
-64²/16-frame numbers are in docs/reconstructor.md."""
+"""Every DIP preset beats CG-SENSE against the truth (issue 6). Small on purpose: 32², 8 frames,
+8 coils, 300 steps per fit; the numbers, and how the presets rank among themselves (no preset
+leads in every case), are in docs/reconstructor.md."""
 
 import pytest
 import torch
@@ -52,9 +52,3 @@ def test_every_preset_beats_cgsense(psnr, case, preset):
     cg = psnr(case, "cgsense")
     assert psnr(case, "zf") < cg
     assert psnr(case, preset) > cg + 1.0, (case, preset, psnr(case, preset), cg)
-
-
-def test_mridip_beats_the_other_presets_on_cine(psnr):
-    ours = psnr("radial_cine", "mridip")
-    others = {p: psnr("radial_cine", p) for p in PRESETS if p != "mridip"}
-    assert all(ours > v for v in others.values()), (ours, others)
