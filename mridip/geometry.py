@@ -249,8 +249,8 @@ def geometry_from_readouts(
     if frame_times_from == "physiology_time_stamp" and stamps is not None and len(stamps):
         s0 = np.asarray(stamps, np.float64).reshape(len(stamps), -1)[:, 0]
         labels = head.get(time_dim or "")
-        first = np.ones(len(s0), bool) if labels is None else labels == np.min(labels)
-        delay = float(s0[first].mean() * TICK_S)
+        in_first = np.ones(len(s0), bool) if labels is None else labels == np.min(labels)
+        delay = float(s0[in_first].mean() * TICK_S)
     return Geometry(
         matrix=(ny, nx),
         pixel_spacing_mm=spacing,
