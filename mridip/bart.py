@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mridip.baselines import TV_LAM, _setup
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 
@@ -376,8 +377,6 @@ def bart_tv(
     ConfigError
         When BART is absent or fails, or on invalid weights.
     """
-    from mridip.baselines import TV_LAM, _setup
-
     require_bart()
     lam = TV_LAM if lam is None else float(lam)
     for name, v in (("lam", lam), ("lam_spatial", lam_spatial), ("lam_wavelet", lam_wavelet)):
