@@ -114,12 +114,12 @@ class Generator(nn.Module):
         device = next(iter(self.parameters())).device
         idx = torch.as_tensor(frames, device=device).reshape(-1)
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise ValueError(f"frame indices must be integers, got {idx.dtype}")
+            raise ConfigError(f"frame indices must be integers, got {idx.dtype}")
         idx = idx.to(torch.long)
         if idx.numel() == 0:
-            raise ValueError("no frames requested")
+            raise ConfigError("no frames requested")
         if int(idx.min()) < 0 or int(idx.max()) >= self.n_frames:
-            raise ValueError(f"frame indices must lie in [0, {self.n_frames}), got {idx.tolist()}")
+            raise ConfigError(f"frame indices must lie in [0, {self.n_frames}), got {idx.tolist()}")
         return idx
 
     def param_count(self) -> int:
