@@ -344,7 +344,7 @@ def bart_tv(
     """BART ``pics`` with temporal TV, weights matched to :func:`mridip.baselines.total_variation`.
 
     The weights are relative exactly as in mridip's ``tv`` (``λ = lam · s``, see
-    :func:`mridip.baselines.regularization_scale`), and so is the ADMM penalty
+    :func:`mridip.solvers.regularization_scale`), and so is the ADMM penalty
     (``ρ = rho · ‖AᴴA‖``), so that ``bart`` and ``tv`` with the same settings solve the same
     problem, ``½‖Ax − y‖² + λ_t ‖D_t x‖₁ + λ_s (‖D_y x‖₁ + ‖D_x x‖₁) + λ_w ‖Ψ x‖₁``, with
     BART's periodic differences (``tv``'s ``circular=True``). The data are handed to BART
