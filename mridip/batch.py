@@ -96,7 +96,8 @@ def start_ray(
     Parameters
     ----------
     address : str, optional
-        None: a local instance sized to this machine (or ``num_cpus``/``num_gpus``);
+        None or ``"local"``: a new local instance sized to this machine (or
+        ``num_cpus``/``num_gpus``), even when a cluster runs on this node;
         ``"auto"``: the cluster that ``ray start`` set up on this node; ``"HOST:PORT"`` or
         ``"ray://HOST:PORT"``: that cluster.
     num_cpus, num_gpus : int, optional
@@ -122,9 +123,14 @@ def start_ray(
         logging_level="error",
         configure_logging=True,
     )
-    if address is None:
-        # a small object store: tasks return small summaries, the images go to disk
-        kwargs.update(num_cpus=num_cpus or os.cpu_count() or 1, object_store_memory=200 * 2**20)
+    if address is None or address == "local":
+        # "local": a new instance even when `ray start` or RAY_ADDRESS names a cluster (plain
+        # ray.init() would join it); a small object store: the images go to disk, not through it
+        kwargs.update(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            object_store_memory=200 * 2**20,
+        )
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
     else:
@@ -132,7 +138,8 @@ def start_ray(
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        target = "a local Ray instance" if address is None else f"Ray cluster at {address}"
+        local = address in (None, "local")
+        target = "a local Ray instance" if local else f"Ray cluster at {address}"
         raise ConfigError(f"cannot start or join {target}: {one_line(exc)}") from None
     return True
 
@@ -285,6 +292,8 @@ class BatchConfig:
         ``auto`` (default: the GPU Ray gave the task, else the CPU), ``cpu`` or ``cuda``.
     seed, iters, options
         As :func:`mridip.methods.reconstruct`.
+    formats : tuple of str
+        Outputs of each slice, as ``mridip recon --formats`` (default ``h5`` and ``gif``).
     """
 
     method: str = "cgsense"
@@ -297,6 +306,7 @@ class BatchConfig:
     seed: int = 0
     iters: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    formats: tuple[str, ...] = ("h5", "gif")
 
 
 @dataclass
@@ -308,7 +318,8 @@ class BatchReport:
     rows : list of dict
         ``scan``, ``slice`` (None for a file that failed before its slices were known),
         ``raw``, ``status`` (``ok``, ``skipped``: complete from an earlier run, ``failed``),
-        ``seconds`` (wall time of the task), ``method``, ``device``, ``error`` (one line or
+        ``seconds`` (wall time of the task), ``cpu_seconds`` (CPU time of its worker process),
+        ``method``, ``device``, ``error`` (one line or
         None), ``output`` (the slice's folder).
     seconds : float
         Wall time of the whole run.
@@ -408,6 +419,7 @@ def _slice_task(spec: dict[str, Any]) -> dict[str, Any]:
     from mridip.methods import resolve_device
     from mridip.pipeline import prepare_slice, reconstruct_slice
 
+    cpu0 = time.process_time()  # CPU seconds of this worker process, all its threads
     torch.set_num_threads(spec["threads"])
     cfg: dict[str, Any] = spec["config"]
     final = Path(spec["output"])
@@ -438,6 +450,7 @@ def _slice_task(spec: dict[str, Any]) -> dict[str, Any]:
                 seed=cfg["seed"],
                 iters=cfg["iters"],
                 options=dict(cfg["options"], progress=False),
+                formats=tuple(cfg["formats"]),
             )
         device = str(resolve_device(cfg["device"]))
         notes = sorted({str(w.message).splitlines()[0] for w in caught})
@@ -448,6 +461,7 @@ def _slice_task(spec: dict[str, Any]) -> dict[str, Any]:
             "method": cfg["method"],
             "device": device,
             "seconds": rec.seconds,
+            "cpu_seconds": round(time.process_time() - cpu0, 3),
             "config": config,
             "warnings": notes,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -461,11 +475,14 @@ def _slice_task(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"device": device, "warnings": notes}
+    return {"device": device, "warnings": notes, "cpu_seconds": record["cpu_seconds"]}
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
     """Rename a finished folder into place; an older result is moved aside, then removed."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes folders private; results are not
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}-{time.time_ns()}")
@@ -612,6 +629,7 @@ def run_batch(
     rows: list[dict[str, Any]] = []
     ray = None
     started_ray = False
+    tasks_seconds = 0.0
     try:
         if to_survey:
             ray, started_ray = _ray_for(ray_address, jobs, cpus_per_task)
@@ -661,11 +679,14 @@ def run_batch(
                 row = rows[specs[o.index]["row"]]
                 row["seconds"] = round(o.seconds, 3)
                 if o.ok:
-                    row.update(status="ok", device=o.value["device"])
+                    row.update(
+                        status="ok", device=o.value["device"], cpu_seconds=o.value["cpu_seconds"]
+                    )
                 else:
                     row.update(status="failed", error=o.error)
                 meter.update(row)
 
+            t_tasks = time.perf_counter()
             try:
                 run_tasks(
                     _slice_task,
@@ -678,6 +699,7 @@ def run_batch(
                 )
             finally:
                 meter.close()
+                tasks_seconds = time.perf_counter() - t_tasks
         resources = ray.cluster_resources() if ray is not None else {}
     finally:
         if started_ray and ray is not None:
@@ -687,6 +709,7 @@ def run_batch(
         "mridip_version": __version__,
         "started": started_at,
         "seconds": round(report.seconds, 3),
+        "tasks_seconds": round(tasks_seconds, 3),  # the slice tasks alone, without Ray's start
         "config": asdict(config),
         "ray": {
             "address": ray_address or "local",
@@ -721,6 +744,7 @@ def _row(scan: str, s: int | None, raw: Path, out: Path, config: BatchConfig) ->
         "raw": str(raw),
         "status": "pending",
         "seconds": None,
+        "cpu_seconds": None,
         "method": config.method,
         "device": None,
         "error": None,

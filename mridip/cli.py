@@ -280,6 +280,7 @@ def cmd_batch(a: argparse.Namespace) -> int:
         seed=a.seed,
         iters=a.iters,
         options=_method_options(a),
+        formats=a.formats,
     )
     report = run_batch(
         raws,
@@ -590,6 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-task", type=float, default=0, help="Ray GPUs per slice (0; 0.5 shares a GPU)"
     )
     s.add_argument("--retries", type=int, default=2, help="retries of a slice whose worker died")
+    s.add_argument(
+        "--formats",
+        type=_formats,
+        default=("h5", "gif"),
+        metavar="h5,nifti,dicom,mrd,gif,mp4",
+        help="outputs of each slice, as recon --formats (default h5,gif)",
+    )
     s.add_argument("--force", action="store_true", help="redo slices already complete")
     s.add_argument("--quiet", action="store_true", help="no progress, only the last line")
     s.set_defaults(func=cmd_batch)
