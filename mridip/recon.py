@@ -14,6 +14,7 @@ when the held-out samples say that it helps (see :class:`FitConfig`, ``final``).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,15 +25,23 @@ from typing import Any
 import torch
 
 from mridip._allocator import keep_freed_memory
-from mridip.baselines import cg_sense, zero_filled
+from mridip.baselines import cg_sense, low_rank_plus_sparse, total_variation, zero_filled
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
 from mridip.sampling import holdout_weights
-from mridip.solvers import conjugate_gradient, data_scale, mean_eigenvalue
+from mridip.solvers import (
+    conjugate_gradient,
+    data_scale,
+    mean_eigenvalue,
+    operator_gains,
+    regularization_scale,
+)
 
 #: Choices of :attr:`FitConfig.final`.
 FINAL_STEPS = ("auto", "dc", "refit", "none")
+#: Choices of :attr:`FitConfig.warm_start_from`.
+WARM_START_TARGETS = ("cgsense", "tv", "lps")
 
 
 @dataclass(frozen=True)
@@ -73,10 +82,38 @@ class FitConfig:
     warm_start_steps
         Before the fit, pretrain the generator towards the CG-SENSE image (image-domain MSE) for
         this many steps (0: off).
+    warm_start_from
+        Target of the warm start: ``"cgsense"`` or a CS baseline, ``"tv"`` or ``"lps"``
+        (seconds of CPU, several dB above CG-SENSE on undersampled data).
     admm_iters
-        GIP's refinement after the fit: outer ADMM iterations alternating a CG image update on
-        ``(AᴴWA + ρI)x = AᴴWy + ρG − Λ`` with ``admm_net_steps`` network steps towards
-        ``x + Λ/ρ`` (0: off). The output is then the last ``x``.
+        Hard data consistency around the network (GIP's refinement) after the fit: at most this
+        many outer ADMM iterations for ``min ½‖Ax − y‖²_W`` s.t. ``x = G``, each a CG image update
+        on ``(AᴴWA + ρI)x = AᴴWy + ρG − Λ``, ``admm_net_steps`` network steps towards
+        ``x + Λ/ρ`` and the multiplier update ``Λ ← Λ + ρ(x − G)`` (0: off). With a hold-out,
+        ``x`` is fitted to the fitted samples only, the ``x`` that best predicts the held-out
+        samples is kept, and the iterations stop ``admm_patience`` iterations after it; the
+        held-out samples then rejoin through ``final``.
+    mask_support
+        Multiply the generator's output by the support of the coil maps (voxels where
+        ``Σ_c |S_c|² > 0``). Outside it no coil sees, the data term cannot constrain the image
+        and an unmasked generator is free to paint energy there.
+    ema
+        Return (and judge with the hold-out) an exponential moving average of the generator's
+        output with this decay per step (0: off); the original DIP's smoothing of its iterates.
+    code_noise
+        Standard deviation of Gaussian noise added to the generator's input codes at every
+        step, relative to the codes' own standard deviation (0: off; the original DIP's
+        input perturbation).
+    tv_weight
+        Weight of temporal total variation in the fit's loss (0: off), in the units of the
+        ``tv`` baseline's ``lam``: the loss is ``½‖Ax − y‖²_W + λ·s‖D_t x‖₁`` divided by
+        ``½‖y‖²_W``, with ``s`` the data's unit of relative weights
+        (:func:`mridip.baselines.regularization_scale`).
+    stop_margin
+        Relative improvement of the held-out residual that counts for the stopping rule: the
+        fit stops ``patience`` steps after the last evaluation that beat the best residual by
+        this fraction (0: any improvement counts). The weights kept are still those of the
+        lowest residual.
     amp
         bfloat16 autocast of the generator on CUDA (the data term stays in float32).
     channels_last
@@ -99,10 +136,17 @@ class FitConfig:
     final_iters: int = 5
     refit_steps: int = 50
     warm_start_steps: int = 0
+    warm_start_from: str = "cgsense"
     admm_iters: int = 0
     admm_rho: float = 0.5
     admm_net_steps: int = 100
     admm_cg_iters: int = 5
+    admm_patience: int = 2
+    mask_support: bool = True
+    ema: float = 0.0
+    code_noise: float = 0.0
+    tv_weight: float = 0.0
+    stop_margin: float = 0.0
     amp: bool = True
     channels_last: bool = False
     seed: int = 0
@@ -121,6 +165,19 @@ class FitConfig:
             raise ConfigError(f"frames per step must be ≥ 1, got {self.frames_per_step}")
         if self.eval_every < 1 or self.patience < 1:
             raise ConfigError("eval_every and patience must be ≥ 1")
+        if self.warm_start_from not in WARM_START_TARGETS:
+            raise ConfigError(
+                f"warm start must be from one of {', '.join(WARM_START_TARGETS)}, "
+                f"not {self.warm_start_from!r}"
+            )
+        if not 0 <= self.ema < 1:
+            raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        for name in ("code_noise", "tv_weight", "stop_margin", "admm_rho"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
+        if self.admm_iters < 0 or self.admm_patience < 1:
+            raise ConfigError("admm_iters must be ≥ 0 and admm_patience ≥ 1")
 
 
 @dataclass
@@ -196,9 +253,13 @@ class Reconstructor:
         self.device = torch.device(device)
         self.kspace = kspace.to(self.device)
         self.maps = maps.to(self.device)
+        # voxels some coil sees; outside them the data cannot constrain the image
+        self.support = (self.maps.abs().pow(2).sum(0) > 0).to(torch.float32)
         self.generator = generator.to(self.device)
         if self.config.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if self.config.tv_weight > 0 and (self.config.frames_per_step or 1 << 30) < kspace.n_frames:
+            raise ConfigError("the temporal TV term needs all frames per step (frames_per_step)")
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.progress = progress
@@ -207,6 +268,9 @@ class Reconstructor:
         self._rng = torch.Generator().manual_seed(self.config.seed + 1)
         self._perm: torch.Tensor | None = None  # frame order of the current epoch
         self._pos = 0
+        self._noise_rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
+        self._ema: torch.Tensor | None = None
+        self._tv_lam: float | None = None
         split = holdout_weights(self.kspace, self.config.holdout, self._rng)
         y = self.kspace.data / self.scale
         dcf = None
@@ -254,7 +318,55 @@ class Reconstructor:
         use_amp = self.config.amp and self.device.type == "cuda"
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
             x = self.generator(frames)
-        return x.to(torch.complex64)
+        x = x.to(torch.complex64)
+        if self.config.mask_support:
+            x = x * self.support
+        return x
+
+    def _image(self) -> torch.Tensor:
+        """The current image series ``(T, Ny, Nx)``: the moving average when ``ema`` is on."""
+        if self._ema is not None:
+            return self._ema
+        return self._output(None)
+
+    @torch.no_grad()
+    def _update_ema(self, x: torch.Tensor, frames: torch.Tensor | None) -> None:
+        d = self.config.ema
+        if d <= 0:
+            return
+        x = x.detach()
+        if self._ema is None:
+            self._ema = self._output(None).detach() if frames is not None else x.clone()
+        elif frames is None:
+            self._ema.mul_(d).add_(x, alpha=1 - d)
+        else:
+            self._ema[frames] = d * self._ema[frames] + (1 - d) * x
+
+    def _perturb_codes(self) -> torch.utils.hooks.RemovableHandle | None:
+        """Gaussian noise on the generator's codes while gradients are on (``code_noise``)."""
+        code = getattr(self.generator, "code", None)
+        sigma = self.config.code_noise
+        if sigma <= 0 or not isinstance(code, torch.nn.Module):
+            return None
+        rng = self._noise_rng
+
+        def hook(module: torch.nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+            if not torch.is_grad_enabled():
+                return out
+            noise = torch.randn(out.shape, generator=rng, device=out.device, dtype=out.dtype)
+            return out + sigma * out.detach().std() * noise
+
+        return code.register_forward_hook(hook)
+
+    def _tv_term(self, x: torch.Tensor) -> torch.Tensor:
+        """``tv_weight``'s share of the relative loss: ``2λs‖D_t x‖₁ / ‖y‖²_W``."""
+        if self._tv_lam is None:
+            mean_gain, max_gain = operator_gains(self.op_fit.normal, self.rhs_fit)
+            s = regularization_scale(self.rhs_fit, mean_gain, max_gain)
+            total = float(self.yy_fit.sum())
+            self._tv_lam = 2 * self.config.tv_weight * s / max(total, 1e-30)
+        dt = x[1:] - x[:-1]
+        return self._tv_lam * dt.abs().sum()
 
     def _residual(self, op, rhs, yy, x, frames=None) -> torch.Tensor:
         """Relative residual ``‖Ax − y‖²_W / ‖y‖²_W`` (differentiable in ``x``)."""
@@ -262,16 +374,21 @@ class Reconstructor:
         total = yy.sum() if frames is None else yy[frames].sum()
         return (loss + total) / total.clamp(min=1e-30)
 
+    def _val_residual(self, x: torch.Tensor) -> float:
+        """Relative residual of the held-out samples for the image ``x``."""
+        assert self.op_val is not None
+        return float(self._residual(self.op_val, self.rhs_val, self.yy_val, x))
+
     @torch.no_grad()
     def validate(self, step: int | None = None) -> float:
         """Relative residual of the held-out samples for the current weights (NaN without a
         hold-out); passes the image to ``monitor`` when ``step`` is given."""
-        x = self._output(None)
+        x = self._image()
         if self.monitor is not None and step is not None:
             self.monitor(step, x * self.scale)
         if self.op_val is None:
             return float("nan")
-        return float(self._residual(self.op_val, self.rhs_val, self.yy_val, x))
+        return self._val_residual(x)
 
     def _next_frames(self) -> torch.Tensor | None:
         """The next frame subset: a permutation per epoch, consumed in chunks (None: all)."""
@@ -286,8 +403,20 @@ class Reconstructor:
         self._pos += b
         return chunk.to(self.device)
 
+    def _warm_start_target(self) -> torch.Tensor:
+        """The CS image the warm start pretrains towards, in the fit's units."""
+        src = self.config.warm_start_from
+        if src == "tv":
+            image = total_variation(self.kspace, self.maps).image
+        elif src == "lps":
+            image = low_rank_plus_sparse(self.kspace, self.maps).image
+        else:
+            image = cg_sense(self.kspace, self.maps, iters=10, lam=0.01).image
+        target = image.to(self.device, torch.complex64) / self.scale
+        return target * self.support if self.config.mask_support else target
+
     def _warm_start(self, opt: torch.optim.Optimizer) -> None:
-        target = cg_sense(self.kspace, self.maps, iters=10, lam=0.01).image / self.scale
+        target = self._warm_start_target()
         for _ in range(self.config.warm_start_steps):
             opt.zero_grad(set_to_none=True)
             x = self._output(None)
@@ -334,32 +463,50 @@ class Reconstructor:
 
     def _mean_eigenvalue(self) -> float:
         if not hasattr(self, "_mean_eig"):
-            support = self.maps.abs().pow(2).sum(0) > 0  # voxels some coil sees
-            self._mean_eig = mean_eigenvalue(self.op_all.normal, self.rhs_all, support=support)
+            self._mean_eig = mean_eigenvalue(self.op_all.normal, self.rhs_all, support=self.support)
         return self._mean_eig
 
-    def _admm(self, hist: dict[str, list[float]]) -> torch.Tensor:
+    def _admm(self, g: torch.Tensor, hist: dict[str, list[float]], info: dict[str, Any]):
+        """Hard data consistency around the network (scaled-form ADMM) from the image ``g``.
+
+        Solves ``min ½‖Ax − y‖²_W`` s.t. ``x = G(θ)`` with the scaled multiplier ``u = Λ/ρ``:
+        ``x ← (AᴴWA + ρI)⁻¹(AᴴWy + ρ(G − u))`` (a few CG steps), network steps towards
+        ``x + u``, ``u ← u + x − G``. With a hold-out the ``x``-step sees the fitted samples
+        only and the ``x`` (or the starting ``g``) that best predicts the held-out samples is
+        returned; the loop ends ``admm_patience`` iterations after it.
+        """
         c = self.config
         opt = torch.optim.Adam(self.generator.parameters(), lr=c.lr / 4)
-        with torch.no_grad():
-            g = self._output(None)
-        lam = torch.zeros_like(g)
-        x = g
-        for _ in range(c.admm_iters):
+        held = self.op_val is not None
+        u = torch.zeros_like(g)
+        best, best_it = g, 0
+        best_val = self._val_residual(g) if held else float("inf")
+        hist["admm_residual"], hist["admm_val_residual"] = [], []
+        it = 0
+        for it in range(1, c.admm_iters + 1):
             with torch.no_grad():
-                x = self._cg_image(g, c.admm_rho, -lam / c.admm_rho, c.admm_cg_iters)
-            target = (x + lam / c.admm_rho).detach()
+                x = self._cg_image(g, c.admm_rho, -u, c.admm_cg_iters, fitted_only=held)
+            target = (x + u).detach()
             for _ in range(c.admm_net_steps):
                 opt.zero_grad(set_to_none=True)
-                out = self._output(None)
-                loss = (out - target).abs().pow(2).mean()
+                loss = (self._output(None) - target).abs().pow(2).mean()
                 loss.backward()
                 opt.step()
             with torch.no_grad():
                 g = self._output(None)
-                lam = lam + c.admm_rho * (g - x)
-                hist.setdefault("admm_residual", []).append(float((g - x).norm() / x.norm()))
-        return x
+                u = u + x - g
+                hist["admm_residual"].append(float((g - x).norm() / x.norm().clamp(min=1e-30)))
+                if not held:
+                    best, best_it = x, it
+                    continue
+                val = self._val_residual(x)
+                hist["admm_val_residual"].append(val)
+                if val < best_val:
+                    best, best_it, best_val = x, it, val
+                elif it - best_it >= c.admm_patience:
+                    break
+        info.update(admm_iters_run=it, admm_best_iter=best_it)
+        return best
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _save(self, state: dict[str, Any]) -> None:
@@ -403,6 +550,7 @@ class Reconstructor:
             "val_residual": [],
         }
         best_val, best_step, best_state = float("inf"), 0, None
+        gain_val, gain_step = float("inf"), 0  # the stopping rule's reference (stop_margin)
         start = 0
         state = self._load() if resume else None
         if state is not None:
@@ -418,6 +566,9 @@ class Reconstructor:
                 state["best_step"],
                 state["best_state"],
             )
+            gain_val, gain_step = state["gain_val"], state["gain_step"]
+            self._ema = state["ema"]
+            self._noise_rng.set_state(state["noise_rng"])
             start = state["step"]
         elif c.warm_start_steps > 0:
             self._warm_start(opt)
@@ -437,19 +588,34 @@ class Reconstructor:
             )
         stopped = False
         step = start
+        hook = self._perturb_codes()
+        # the step losses stay on the device until an evaluation (or checkpoint) reads them all
+        # at once: a float() per step would make the host wait for the GPU every step
+        pending: list[torch.Tensor] = []
+
+        def flush_losses() -> None:
+            if pending:
+                hist["loss"].extend(torch.stack(pending).tolist())
+                pending.clear()
+
         try:
             for step in range(start + 1, c.max_steps + 1):
                 frames = self._next_frames()
                 opt.zero_grad(set_to_none=True)
                 x = self._output(frames)
                 loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
+                if c.tv_weight > 0:
+                    loss = loss + self._tv_term(x)
                 loss.backward()
                 opt.step()
                 sched.step()
+                self._update_ema(x, frames)
                 hist["step"].append(step)
-                hist["loss"].append(float(loss.detach()))
+                pending.append(loss.detach())
                 hist["lr"].append(opt.param_groups[0]["lr"])
                 due = step % c.eval_every == 0 or step == c.max_steps
+                if due:
+                    flush_losses()
                 if due and self.op_val is None and self.monitor is not None:
                     self.validate(step)
                 if due and self.op_val is not None:
@@ -458,7 +624,12 @@ class Reconstructor:
                     hist["val_residual"].append(val)
                     if val < best_val:
                         best_val, best_step = val, step
-                        best_state = copy.deepcopy(gen.state_dict())
+                        best_state = {
+                            "generator": copy.deepcopy(gen.state_dict()),
+                            "ema": None if self._ema is None else self._ema.clone(),
+                        }
+                    if val < gain_val * (1 - c.stop_margin):
+                        gain_val, gain_step = val, step
                     if bar is not None:
                         bar.set_postfix(
                             loss=f"{hist['loss'][-1]:.3e}",
@@ -466,7 +637,7 @@ class Reconstructor:
                             best=best_step,
                             refresh=False,
                         )
-                    if step >= c.min_steps and step - best_step >= c.patience:
+                    if step >= c.min_steps and step - gain_step >= c.patience:
                         stopped = True
                         break
                 if bar is not None:
@@ -476,6 +647,7 @@ class Reconstructor:
                     and self.checkpoint_every
                     and step % self.checkpoint_every == 0
                 ):
+                    flush_losses()
                     self._save(
                         {
                             "generator": gen.state_dict(),
@@ -489,15 +661,23 @@ class Reconstructor:
                             "best_val": best_val,
                             "best_step": best_step,
                             "best_state": best_state,
+                            "gain_val": gain_val,
+                            "gain_step": gain_step,
+                            "ema": self._ema,
+                            "noise_rng": self._noise_rng.get_state(),
                             "step": step,
                             "config": asdict(c),
                         }
                     )
         finally:
+            flush_losses()
             if bar is not None:
                 bar.close()
+            if hook is not None:
+                hook.remove()
         if best_state is not None:
-            gen.load_state_dict(best_state)
+            gen.load_state_dict(best_state["generator"])
+            self._ema = best_state["ema"]
         else:
             best_step = step
         info: dict[str, Any] = {
@@ -518,11 +698,17 @@ class Reconstructor:
                         )
                         loss.backward()
                         opt2.step()
-            out = self._output(None)
+                out = self._output(None)
+            else:
+                out = self._image()
         # a refit with nothing held out would repeat the fit's own data: it is skipped and said so
         info["final"] = "none" if c.final == "refit" and self.op_val is None else c.final
         if c.admm_iters > 0:
-            out = self._admm(hist)
+            out = self._admm(out, hist, info)
+            if c.final == "auto" and self.op_val is not None:
+                with torch.no_grad():
+                    out = self._final_dc(out, info)
+                info["admm_final"] = info["final"]
             info["final"] = "admm"
         elif c.final == "dc":
             with torch.no_grad():

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from mridip.baselines import zero_filled
+from mridip.errors import ConfigError
 from mridip.metrics import evaluate
 from mridip.models import build_generator
+from mridip.operators import for_kspace
 from mridip.preprocess import load
 from mridip.recon import FitConfig, Reconstructor
 from mridip.sampling import holdout_weights
@@ -52,6 +54,7 @@ def test_fit_beats_zero_filled_and_records_history(tiny):
     assert evaluate(res.image, tiny.reference)["psnr"] > zf
     assert len(res.history["loss"]) == 60 and res.history["loss"][-1] < res.history["loss"][0]
     assert res.history["val_step"] == list(range(5, 61, 5))
+    assert not res.stopped_early and res.info["steps_run"] == 60  # patience 1000: no stop
 
 
 def test_data_scale_is_undone(tiny):
@@ -70,12 +73,15 @@ def test_same_seed_same_image(tiny):
 
 
 def test_stopping_rule_keeps_best_weights(tiny):
+    """The held-out residual of this tiny fit turns well within 400 steps: the fit must stop
+    exactly ``patience`` steps after its best evaluation and keep that step's weights."""
     cfg = FitConfig(max_steps=400, min_steps=20, eval_every=5, patience=40, lr=1e-2)
     res = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False).fit()
     vals = dict(zip(res.history["val_step"], res.history["val_residual"], strict=True))
     assert res.best_step == min(vals, key=vals.get)
-    if res.stopped_early:
-        assert res.info["steps_run"] - res.best_step >= 40
+    assert res.stopped_early and res.info["steps_run"] < 400
+    assert res.info["steps_run"] - res.best_step == 40
+    assert res.history["val_step"][-1] == res.info["steps_run"]
 
 
 class _Crash(Exception):
@@ -195,6 +201,149 @@ def test_auto_final_keeps_the_step_only_where_the_held_out_samples_favour_it(tin
     assert evaluate(dc.fit().image, truth)["psnr"] < evaluate(res.image, truth)["psnr"] - 3
 
 
-def test_admm_refinement_runs(tiny):
-    res = _fit(tiny, steps=10, admm_iters=2, admm_net_steps=3).fit()
-    assert len(res.history["admm_residual"]) == 2
+
+
+# -- issue 20: levers of the fit ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_support(tiny):
+    """The tiny scan re-simulated with maps that see only a disc of the FOV (≈ 40% of it) and an
+    object inside that disc: outside it no coil sees anything."""
+    ny, nx = tiny.kspace.matrix
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, ny), torch.linspace(-1, 1, nx), indexing="ij")
+    r = (yy**2 + xx**2).sqrt()
+    truth = (torch.as_tensor(tiny.reference) * (r < 0.55)).to(torch.complex64)
+    maps = tiny.maps * (r < 0.7)
+    data = for_kspace(tiny.kspace, maps).forward(truth)
+    return dataclasses.replace(tiny.kspace, data=data), maps, truth, r >= 0.7
+
+
+def test_no_energy_where_no_coil_sees(small_support):
+    """Without the support mask the generator leaves energy outside the maps (the data cannot see
+    it); with it (the default) that region is exactly zero and the image is closer to the truth."""
+    kspace, maps, truth, outside = small_support
+    images = {}
+    for mask in (False, True):
+        cfg = FitConfig(
+            max_steps=100, lr=1e-2, min_steps=1, eval_every=5, final="none", mask_support=mask
+        )
+        rec = Reconstructor(kspace, maps, _gen_for(kspace), cfg, progress=False)
+        images[mask] = rec.fit().image
+    assert float(images[False][:, outside].abs().max()) > 0.05 * float(truth.abs().max())
+    assert float(images[True][:, outside].abs().max()) == 0.0
+    assert evaluate(images[True], truth)["psnr"] > evaluate(images[False], truth)["psnr"]
+    zf = evaluate(zero_filled(kspace, maps).image, truth)["psnr"]
+    assert evaluate(images[True], truth)["psnr"] > zf
+
+
+def _gen_for(kspace, seed=0):
+    ft = kspace.frame_times.float()
+    return build_generator("dip", matrix=kspace.matrix, frame_times=ft, seed=seed, width=8)
+
+
+def test_admm_converges_and_does_not_lose_what_the_fit_had(tiny):
+    """ADMM's primal residual ‖G − x‖ falls over its iterations, and its image is at least as
+    good as the generator image it started from."""
+    kw = dict(steps=40, holdout=0.0, final="none")
+    plain = _fit(tiny, **kw).fit()
+    res = _fit(tiny, **kw, admm_iters=5, admm_net_steps=15).fit()
+    primal = res.history["admm_residual"]
+    assert len(primal) == 5 and res.info["final"] == "admm"
+    assert primal[-1] < 0.5 * primal[0]
+    truth = tiny.reference
+    assert evaluate(res.image, truth)["psnr"] >= evaluate(plain.image, truth)["psnr"]
+
+
+def test_admm_with_a_hold_out_keeps_the_iterate_that_predicts_it_best(tiny):
+    res = _fit(tiny, steps=20, holdout=0.2, final="none", admm_iters=4, admm_net_steps=5).fit()
+    vals = res.history["admm_val_residual"]
+    assert 1 <= len(vals) <= 4 and res.info["admm_iters_run"] == len(vals)
+    best = res.info["admm_best_iter"]
+    assert best == 0 or vals[best - 1] == min(vals)
+
+
+class _Recorder(torch.nn.Module):
+    """Wraps a generator and keeps every output computed with gradients on (the fit's steps)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.outputs = []
+
+    def forward(self, frames=None):
+        x = self.inner(frames)
+        if torch.is_grad_enabled():
+            self.outputs.append(x.detach().clone())
+        return x
+
+
+def test_ema_image_is_the_moving_average_of_the_steps(tiny):
+    d = 0.8
+    gen = _Recorder(_gen(tiny))
+    cfg = FitConfig(max_steps=12, min_steps=1, eval_every=5, holdout=0.0, final="none", ema=d)
+    rec = Reconstructor(tiny.kspace, tiny.maps, gen, cfg, progress=False)
+    res = rec.fit()
+    avg = gen.outputs[0]
+    for x in gen.outputs[1:]:
+        avg = d * avg + (1 - d) * x
+    expected = (avg * rec.support * rec.scale).to(torch.complex64)
+    assert len(gen.outputs) == 12
+    assert torch.allclose(res.image, expected, atol=1e-5 * float(expected.abs().max()))
+    assert not torch.allclose(res.image, (gen.outputs[-1] * rec.scale).to(torch.complex64))
+
+
+def _temporal_tv(x):
+    return float((x[1:] - x[:-1]).abs().sum())
+
+
+def test_tv_term_lowers_the_temporal_tv_of_the_fit(tiny):
+    plain = _fit(tiny, steps=40, final="none").fit().image
+    tv = _fit(tiny, steps=40, final="none", tv_weight=1.0).fit().image
+    assert _temporal_tv(tv) < 0.8 * _temporal_tv(plain)
+
+
+def test_tv_term_refuses_frame_subsets(tiny):
+    with pytest.raises(ConfigError, match="all frames"):
+        _fit(tiny, tv_weight=0.1, frames_per_step=2)
+
+
+@pytest.mark.parametrize("source", ["cgsense", "tv"])
+def test_warm_start_starts_at_the_cs_image(tiny, source):
+    rec = _fit(tiny, warm_start_steps=150, warm_start_from=source, lr=1e-2)
+    target = rec._warm_start_target()
+    with torch.no_grad():
+        before = float((rec._output(None) - target).norm() / target.norm())
+    rec._warm_start(torch.optim.Adam(rec.generator.parameters(), lr=1e-2))
+    with torch.no_grad():
+        after = float((rec._output(None) - target).norm() / target.norm())
+    assert after < 0.25 < before
+
+
+def test_stop_margin_stops_when_improvements_become_small(tiny):
+    """With a relative margin, improvements smaller than it do not hold the fit open: it stops
+    ``patience`` steps after the last large one, and still keeps the best weights."""
+    kw = dict(max_steps=200, min_steps=1, eval_every=5, patience=20, final="none")
+    cfg = FitConfig(**kw, stop_margin=0.5)
+    res = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False).fit()
+    steps, vals = res.history["val_step"], res.history["val_residual"]
+    assert res.stopped_early and res.info["steps_run"] < 200
+    ref, last_gain = float("inf"), 0
+    for s, v in zip(steps, vals, strict=True):
+        if v < ref * 0.5:
+            ref, last_gain = v, s
+    assert res.info["steps_run"] == last_gain + 20
+    assert res.best_step == steps[vals.index(min(vals))]
+
+
+def test_code_noise_is_seeded_and_changes_the_fit(tiny):
+    a = _fit(tiny, steps=10, code_noise=0.5).fit().image
+    b = _fit(tiny, steps=10, code_noise=0.5).fit().image
+    c = _fit(tiny, steps=10).fit().image
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"ema": 1.0}, {"tv_weight": -1.0}, {"warm_start_from": "bart"}, {"admm_patience": 0}]
+)
+def test_bad_lever_settings_are_refused(kw):
+    with pytest.raises(ConfigError):
+        FitConfig(**kw).check()
