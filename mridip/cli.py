@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import warnings
@@ -151,9 +152,22 @@ def _lam_list(text: str) -> list[float]:
     return values
 
 
+def _lam_value(text: str) -> float | str:
+    """``--lam auto`` or a number ≥ 0 (argparse type)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected auto or a number ≥ 0, got {text!r}")
+    return value
+
+
 def _lam_sweep(a: argparse.Namespace, kspace: Any, maps: Any, reference: Any) -> float:
     """Run ``--lam-sweep``, print its table, return the λ the discrepancy principle picks."""
-    from mridip.baselines import discrepancy_choice, lam_sweep
+    from mridip.lam import discrepancy_choice, lam_sweep
     from mridip.methods import resolve_device
 
     dev = resolve_device(a.device)
@@ -187,6 +201,8 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if a.lam is not None:
         options["lam"] = a.lam
+    if a.lam_rule is not None:
+        options["lam_rule"] = a.lam_rule
     dip_flags = {
         "lr": a.lr,
         "frames_per_step": a.frames_per_step,
@@ -478,7 +494,21 @@ def build_parser() -> argparse.ArgumentParser:
         """The method flags that ``recon`` and ``batch`` share; returns the DIP group."""
         sp.add_argument("--method", default="cgsense", help="see `mridip methods`")
         sp.add_argument("--iters", type=int, default=None)
-        sp.add_argument("--lam", type=float, default=None, help="regularisation weight")
+        sp.add_argument(
+            "--lam",
+            type=_lam_value,
+            default=None,
+            metavar="auto|X",
+            help="regularisation weight of tv, lps, wavelet, cgsense, bart: a number, or auto "
+            "(default): chosen from the data by --lam-rule",
+        )
+        sp.add_argument(
+            "--lam-rule",
+            choices=["cv", "discrepancy"],
+            default=None,
+            help="how --lam auto chooses: k-space cross-validation (cv, default) or the "
+            "discrepancy principle (needs noise scans)",
+        )
         sp.add_argument(
             "--maps",
             default="auto",

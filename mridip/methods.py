@@ -25,6 +25,7 @@ from mridip.coils import estimate_maps
 from mridip.errors import ConfigError
 from mridip.geometry import Geometry
 from mridip.kspace import DynamicKSpace
+from mridip.lam import DEFAULT_RULE, choose_lam
 from mridip.output import MethodOutput
 from mridip.recon import FitConfig, Reconstructor
 
@@ -81,15 +82,13 @@ def _run_zf(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> 
 
 
 def _run_cgsense(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    lam = opts.get("lam")
-    r = cg_sense(
-        kspace,
-        maps,
-        iters=int(opts.get("iters") or 20),
-        lam=0.01 if lam is None else float(lam),
-        density_weighted=bool(opts.get("density_weighted", False)),
-    )
-    return MethodOutput(r.image, r.history)
+    kw: dict[str, Any] = {
+        "iters": int(opts.get("iters") or 20),
+        "density_weighted": bool(opts.get("density_weighted", False)),
+    }
+    choice = _auto_lam("cgsense", kspace, maps, opts, kw)
+    r = cg_sense(kspace, maps, **kw)
+    return MethodOutput(r.image, r.history, {"lam": kw["lam"], **choice})
 
 
 register(
@@ -104,7 +103,7 @@ register(
     MethodSpec(
         "cgsense",
         _run_cgsense,
-        "CG-SENSE: conjugate gradients on the normal equations, Tikhonov λ = 0.01",
+        "CG-SENSE: conjugate gradients on the normal equations, Tikhonov λ from the data",
         "baseline",
         default_iters=20,
     )
@@ -117,30 +116,55 @@ def _cs_kwargs(opts: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     kw = {k: opts[k] for k in names if opts.get(k) is not None}
     if opts.get("iters") is not None:
         kw["iters"] = int(opts["iters"])
-    if opts.get("lam") is not None:
-        kw["lam"] = float(opts["lam"])
     kw["seed"] = int(opts.get("seed") or 0)
     return kw
 
 
-def _cs_output(r: Any) -> MethodOutput:
+def _auto_lam(
+    name: str, kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any], kw: dict[str, Any]
+) -> dict[str, Any]:
+    """Set ``kw["lam"]``: the given number, or (``"auto"`` or None) the choice of
+    :func:`mridip.lam.choose_lam` by ``opts["lam_rule"]``; returns the choice's record."""
+    lam = opts.get("lam")
+    if lam is not None and lam != "auto":
+        kw["lam"] = float(lam)
+        return {}
+    choice = choose_lam(
+        kspace,
+        maps,
+        name,
+        rule=opts.get("lam_rule") or DEFAULT_RULE,
+        **{k: v for k, v in kw.items() if k != "seed"},
+        seed=int(opts.get("seed") or 0),
+    )
+    kw["lam"] = choice.lam
+    return {"lam_choice": choice.record()}
+
+
+def _cs_output(r: Any, choice: dict[str, Any]) -> MethodOutput:
     info = {k: v for k, v in r.info.items() if not isinstance(v, torch.Tensor)}
-    return MethodOutput(r.image, r.history, info)
+    return MethodOutput(r.image, r.history, {**info, **choice})
 
 
 def _run_tv(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
     names = ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted")
-    return _cs_output(total_variation(kspace, maps, **_cs_kwargs(opts, names)))
+    kw = _cs_kwargs(opts, names)
+    choice = _auto_lam("tv", kspace, maps, opts, kw)
+    return _cs_output(total_variation(kspace, maps, **kw), choice)
 
 
 def _run_wavelet(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
     names = ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted")
-    return _cs_output(wavelet_fourier(kspace, maps, **_cs_kwargs(opts, names)))
+    kw = _cs_kwargs(opts, names)
+    choice = _auto_lam("wavelet", kspace, maps, opts, kw)
+    return _cs_output(wavelet_fourier(kspace, maps, **kw), choice)
 
 
 def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
     names = ("lam_lowrank", "density_weighted")
-    return _cs_output(low_rank_plus_sparse(kspace, maps, **_cs_kwargs(opts, names)))
+    kw = _cs_kwargs(opts, names)
+    choice = _auto_lam("lps", kspace, maps, opts, kw)
+    return _cs_output(low_rank_plus_sparse(kspace, maps, **kw), choice)
 
 
 def _run_bart(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
@@ -148,8 +172,9 @@ def _run_bart(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -
 
     names = ("lam_spatial", "lam_wavelet", "cg_iters", "rho", "gpu")
     kw = _cs_kwargs(opts, names)
+    choice = _auto_lam("bart", kspace, maps, opts, kw)
     kw.pop("seed")
-    return _cs_output(bart_tv(kspace, maps, **kw))
+    return _cs_output(bart_tv(kspace, maps, **kw), choice)
 
 
 register(

@@ -15,14 +15,13 @@ from mridip.baselines import (
     TV_LAM,
     cg_sense,
     data_consistency,
-    discrepancy_choice,
-    lam_sweep,
     low_rank_plus_sparse,
     total_variation,
     wavelet_fourier,
     zero_filled,
 )
 from mridip.errors import ConfigError
+from mridip.lam import discrepancy_choice, lam_sweep
 from mridip.methods import METHODS, PLANNED
 from mridip.metrics import evaluate
 from mridip.operators import CartesianSense
@@ -215,8 +214,9 @@ def test_registered_with_their_settings(cine):
     assert rec.config["lam"] == 0.1 and rec.config["iters"] == 3
     assert rec.config["lam_abs"] == pytest.approx(0.1 * rec.config["scale"])
     assert len(rec.history["primal_residual"]) == 3
-    rec = mridip.reconstruct(cine.kspace, "lps", cine.maps, iters=3)
+    rec = mridip.reconstruct(cine.kspace, "lps", cine.maps, iters=3, lam=LPS_LAM)
     assert rec.config["lam"] == LPS_LAM and "lowrank" not in rec.config
+    assert "lam_choice" not in rec.config  # a given λ is used as it is
     assert len(rec.history["rank"]) == 3
 
 

@@ -85,6 +85,34 @@ def write_loss(path: str | os.PathLike[str], history: dict[str, np.ndarray]) -> 
     plt.close(fig)
 
 
+def write_lam_curve(path: str | os.PathLike[str], choice: dict, method: str) -> None:
+    """The score of every weight ``--lam auto`` tried, the chosen one marked, as PNG.
+
+    ``choice`` is :meth:`mridip.lam.LamChoice.record`: ``lams``, ``scores``, ``lam``, ``rule``,
+    ``score`` and, for the discrepancy rule, ``target``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lams, scores = np.asarray(choice["lams"], float), np.asarray(choice["scores"], float)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    ax.semilogx(lams, scores, "o-", color="C0")
+    ax.axvline(float(choice["lam"]), color="C3", lw=1, label=f"chosen λ = {choice['lam']:.3g}")
+    if "target" in choice:
+        ax.axhline(float(choice["target"]), color="0.5", lw=1, ls="--", label="target")
+    label = {"heldout_residual": "held-out residual (relative)", "chi2": "χ² per sample"}
+    ax.set_xlabel("λ (relative)")
+    ax.set_ylabel(label.get(choice["score"], choice["score"]))
+    ax.set_title(f"{method}: λ by {choice['rule']}", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
 def write_quality_plot(path: str | os.PathLike[str], quality: dict) -> None:
     """PSNR against wall time of ``mridip bench``'s quality section, as PNG.
 

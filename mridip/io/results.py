@@ -39,8 +39,9 @@ def write_recon(
     geometry: Geometry | None = None,
     formats: tuple[str, ...] | list[str] | None = None,
 ) -> dict[str, Path]:
-    """Write ``recon.h5``, ``cine.gif`` and ``montage.png`` (and ``loss.png`` with a history),
-    and any of NIfTI, DICOM, MRD images and MP4 that ``formats`` names.
+    """Write ``recon.h5``, ``cine.gif`` and ``montage.png`` (and ``loss.png`` with a history,
+    ``lam.png`` with a λ choice, ``config["lam_choice"]``), and any of NIfTI, DICOM, MRD
+    images and MP4 that ``formats`` names.
 
     All files are written under temporary names and renamed together at the end, so either
     every output exists complete or none of them was replaced.
@@ -74,6 +75,7 @@ def write_recon(
     if formats is None:
         formats = ex.DEFAULT_FORMATS if pictures else ("h5",)
     formats = ex.parse_formats(",".join(formats))
+    choice = config.get("lam_choice") if isinstance(config.get("lam_choice"), dict) else None
     targets: dict[str, Path] = {}
     if "h5" in formats:
         targets["h5"] = out / "recon.h5"
@@ -82,6 +84,8 @@ def write_recon(
         targets["montage"] = out / "montage.png"
         if history and any(len(v) > 1 for v in history.values()):
             targets["loss"] = out / "loss.png"
+        if choice:
+            targets["lam"] = out / "lam.png"
     exports = [k for k in ex.EXPORT_FORMATS if k in formats]
     for kind in exports:
         targets[kind] = out / ex.OUTPUT_NAMES[kind]
@@ -117,6 +121,12 @@ def write_recon(
                     g = f.create_group("history")
                     for name, values in history.items():
                         g.create_dataset(name, data=np.asarray(values))
+                if choice:  # the λ choice's curve (mridip.lam.LamChoice.record)
+                    g = f.create_group("lam_choice")
+                    g.create_dataset("lams", data=np.asarray(choice["lams"], np.float64))
+                    g.create_dataset("scores", data=np.asarray(choice["scores"], np.float64))
+                    for key in ("lam", "rule", "score", "seconds", "solves"):
+                        g.attrs[key] = choice[key]
                 f.attrs["method"] = method
                 f.attrs["config"] = json.dumps(config, default=str, sort_keys=True)
                 f.attrs["mridip_version"] = __version__
@@ -129,6 +139,8 @@ def write_recon(
             pics.write_montage(tmp["montage"], image, frame_times, title=method)
             if "loss" in tmp and history:
                 pics.write_loss(tmp["loss"], history)
+            if "lam" in tmp and choice:
+                pics.write_lam_curve(tmp["lam"], choice, method)
     return targets
 
 

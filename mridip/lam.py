@@ -1,0 +1,558 @@
+"""Regularisation weights chosen from the scan itself (``--lam auto``).
+
+The compressed-sensing methods (:mod:`mridip.baselines`, :mod:`mridip.bart`) take a relative
+weight ``lam`` (``λ = lam · s``, :func:`mridip.baselines.regularization_scale`). No default
+carries over between scans (docs/baselines.md), and a user has no truth to sweep against, so
+:func:`choose_lam` picks ``lam`` from the measured data alone, by one of two rules:
+
+``"cv"`` (the default)
+    k-space cross-validation: a random part of the measured samples is held out
+    (:func:`mridip.sampling.holdout_weights`, the split the DIP's stopping rule uses), the
+    method is fitted to the rest for each candidate ``lam``, and the ``lam`` whose image best
+    predicts the held-out samples wins. A golden-section-like search on ``log lam`` keeps the
+    cost to a few solves.
+``"discrepancy"``
+    Morozov's discrepancy principle for prewhitened data: the largest ``lam`` whose residual
+    ``‖Ax − y‖²`` is at most ``tau`` times its noise expectation ``M σ²`` (``M`` measured
+    complex samples, ``σ² = 1`` after prewhitening with the noise scans), i.e. ``χ²`` per
+    degree of freedom at most ``tau``.
+
+:func:`lam_sweep` runs a method for a list of weights and reports data consistency (and the
+quality against a truth when one is known); :func:`discrepancy_choice` picks from such a sweep.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mridip.baselines import (
+    LPS_LAM,
+    TV_LAM,
+    WAVELET_LAM,
+    BaselineResult,
+    cg_sense,
+    data_consistency,
+    low_rank_plus_sparse,
+    total_variation,
+    wavelet_fourier,
+)
+from mridip.errors import ConfigError
+from mridip.kspace import DynamicKSpace
+from mridip.operators import DynamicSense, for_kspace
+from mridip.sampling import holdout_weights
+
+#: Methods whose ``lam`` a sweep can vary and ``--lam auto`` can choose.
+SWEEPABLE = ("tv", "wavelet", "lps", "bart", "cgsense")
+#: Rules of :func:`choose_lam`.
+RULES = ("cv", "discrepancy")
+#: The rule ``--lam auto`` uses (docs/baselines.md: measured against a truth-swept best).
+DEFAULT_RULE = "cv"
+#: Starting weight of the search per method (the former fixed defaults).
+START = {"tv": TV_LAM, "wavelet": WAVELET_LAM, "lps": LPS_LAM, "cgsense": 0.01, "bart": TV_LAM}
+#: CG-SENSE's iterations and weighting when the caller gives none (as ``mridip recon``).
+CGSENSE_ITERS = 20
+
+
+def _bart_tv(*args: Any, **kw: Any) -> Any:
+    from mridip.bart import bart_tv  # BART is optional: imported when asked for
+
+    return bart_tv(*args, **kw)
+
+
+def _cgsense(
+    kspace: DynamicKSpace, maps: torch.Tensor, *, iters: int | None = None, **kw: Any
+) -> BaselineResult:
+    kw.setdefault("density_weighted", False)
+    return cg_sense(kspace, maps, iters=iters or CGSENSE_ITERS, **kw)
+
+
+_SOLVERS: dict[str, Callable[..., Any]] = {
+    "tv": total_variation,
+    "wavelet": wavelet_fourier,
+    "lps": low_rank_plus_sparse,
+    "cgsense": _cgsense,
+    "bart": _bart_tv,
+}
+_SIGNATURES: dict[str, Callable[..., Any]] = {
+    "tv": total_variation,
+    "wavelet": wavelet_fourier,
+    "lps": low_rank_plus_sparse,
+    "cgsense": cg_sense,
+}
+
+
+def _check_method(method: str) -> None:
+    if method not in SWEEPABLE:
+        raise ConfigError(
+            f"choosing λ needs a regularised method ({', '.join(SWEEPABLE)}), not {method!r}"
+        )
+
+
+def solve(
+    method: str,
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    lam: float,
+    operator: DynamicSense | None = None,
+    **options: Any,
+) -> Any:
+    """Run one regularised method at a fixed relative weight.
+
+    Parameters
+    ----------
+    method
+        One of :data:`SWEEPABLE`.
+    kspace, maps
+        Data and coil maps ``(C, Ny, Nx)``.
+    lam
+        Relative weight (the method's ``lam``).
+    operator
+        A prebuilt operator (e.g. one whose weights leave out held-out samples); not for
+        ``bart``.
+    **options
+        The method's own options; None values and options the method does not take are
+        dropped, so one options dict serves every method.
+
+    Returns
+    -------
+    BaselineResult or RegularizedResult
+        As the method returns it (``image`` ``(T, Ny, Nx)``).
+    """
+    _check_method(method)
+    fn = _SOLVERS[method]
+    if method == "bart":
+        from mridip.bart import bart_tv
+
+        names = set(inspect.signature(bart_tv).parameters)
+    else:
+        names = set(inspect.signature(_SIGNATURES[method]).parameters)
+    kw = {k: v for k, v in options.items() if v is not None and k in names and k != "lam"}
+    if operator is not None:
+        if method == "bart":
+            raise ConfigError("BART builds its own operator")
+        kw["operator"] = operator
+    return fn(kspace, maps, lam=float(lam), **kw)
+
+
+# -- scores ---------------------------------------------------------------------------------------
+def _sample_weights(kspace: DynamicKSpace) -> torch.Tensor:
+    """1 on measured samples, broadcastable to the data ``(T, C, …)``."""
+    if kspace.mask is not None:
+        return kspace.mask[:, None].to(torch.float32)
+    return torch.ones((1, 1, 1), device=kspace.device)
+
+
+class _Residual:
+    """``Σ w |A x − y|²`` over the measured samples by one forward transform per image.
+
+    Computed directly rather than through the normal operator: the differences between
+    candidate weights are a few per cent of a residual that is itself a small fraction of
+    ``‖y‖²``, too little for ``Re⟨x, AᴴAx⟩ − 2Re⟨x, Aᴴy⟩ + ‖y‖²`` in single precision.
+    """
+
+    def __init__(self, kspace: DynamicKSpace, maps: torch.Tensor) -> None:
+        self.kspace = kspace
+        self.op = for_kspace(kspace, maps, toeplitz=False)
+        self.measured = _sample_weights(kspace)
+
+    def __call__(self, image: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+        r = self.op.forward(image.to(self.kspace.device, self.op.dtype)) - self.kspace.data
+        w = self.measured if weights is None else self.measured * _coil_axis(weights)
+        return float((r.abs().pow(2) * w).sum(dtype=torch.float64))
+
+    def energy(self, weights: torch.Tensor | None = None) -> float:
+        w = self.measured if weights is None else self.measured * _coil_axis(weights)
+        return float((self.kspace.data.abs().pow(2) * w).sum(dtype=torch.float64))
+
+    def samples(self, weights: torch.Tensor | None = None) -> float:
+        w = self.measured if weights is None else self.measured * _coil_axis(weights)
+        full = torch.ones_like(self.kspace.data.real) * w
+        return float(full.sum(dtype=torch.float64))
+
+
+def _coil_axis(weights: torch.Tensor) -> torch.Tensor:
+    """Operator weights ``(T, Ny, Nx)`` or ``(T, 1, K)`` → broadcastable to ``(T, C, …)``."""
+    return weights[:, None] if weights.ndim == 3 and weights.shape[1] != 1 else weights
+
+
+# -- the choice -----------------------------------------------------------------------------------
+@dataclass
+class LamChoice:
+    """Result of :func:`choose_lam`.
+
+    Attributes
+    ----------
+    lam
+        The relative weight chosen.
+    rule
+        ``"cv"`` or ``"discrepancy"``.
+    score
+        What the rule measured: ``"heldout_residual"`` (``Σ_held |Ax − y|² / Σ_held |y|²``) or
+        ``"chi2"`` (``‖Ax − y‖² / (M σ²)``).
+    lams, scores
+        Every weight tried and its score, sorted by weight (the curve drawn in ``lam.png``).
+    seconds
+        Wall time of the choice (without the final solve on all samples).
+    solves
+        Solves the choice ran.
+    target
+        The discrepancy rule's bound on ``chi2`` (NaN for ``cv``).
+    holdout
+        Fraction of samples held out (0 for the discrepancy rule).
+    result
+        The discrepancy rule's solve at ``lam`` on all samples (reused instead of a final
+        solve); None for ``cv``.
+    """
+
+    lam: float
+    rule: str
+    score: str
+    lams: list[float]
+    scores: list[float]
+    seconds: float
+    solves: int
+    target: float = float("nan")
+    holdout: float = 0.0
+    result: Any = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        """The choice as plain numbers, for ``recon.h5``'s configuration."""
+        out: dict[str, Any] = {
+            "lam": self.lam,
+            "rule": self.rule,
+            "score": self.score,
+            "lams": list(self.lams),
+            "scores": list(self.scores),
+            "seconds": self.seconds,
+            "solves": self.solves,
+            "holdout": self.holdout,
+        }
+        if math.isfinite(self.target):
+            out["target"] = self.target
+        return out
+
+
+def _search_min(
+    f: Callable[[float], float], start: float, factor: float, max_evals: int
+) -> dict[float, float]:
+    """Minimise ``f`` over ``lam > 0`` on a log scale with at most ``max_evals`` evaluations.
+
+    Three points a factor apart bracket the start; while the best lies on an edge the grid is
+    extended beyond it; the remaining evaluation(s) go to the vertex of the parabola through
+    the best point and its neighbours in ``log lam`` (clamped to half a step either side).
+    """
+    seen: dict[float, float] = {}
+
+    def ev(v: float) -> None:
+        if v not in seen and len(seen) < max_evals:
+            seen[v] = f(v)
+
+    for v in (start, start / factor, start * factor):
+        ev(v)
+    while len(seen) < max_evals:
+        xs = sorted(seen)
+        best = min(xs, key=seen.__getitem__)
+        if best == xs[0]:
+            ev(best / factor)
+        elif best == xs[-1]:
+            ev(best * factor)
+        else:
+            i = xs.index(best)
+            a, b, c = (math.log(x) for x in xs[i - 1 : i + 2])
+            fa, fb, fc = seen[xs[i - 1]], seen[best], seen[xs[i + 1]]
+            den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
+            step = 0.0
+            if den != 0:
+                step = -0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
+            half = 0.5 * min(b - a, c - b)
+            step = max(-half, min(half, step))
+            if abs(step) < 1e-3:
+                break
+            ev(math.exp(b + step))
+            break
+    return seen
+
+
+def choose_lam(
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    rule: str = DEFAULT_RULE,
+    *,
+    start: float | None = None,
+    holdout: float = 0.1,
+    factor: float = 4.0,
+    max_solves: int = 5,
+    noise_var: float | None = None,
+    tau: float = 1.0,
+    seed: int = 0,
+    **options: Any,
+) -> LamChoice:
+    """Choose a method's relative weight ``lam`` from the data alone.
+
+    Parameters
+    ----------
+    kspace, maps
+        Data and coil maps ``(C, Ny, Nx)`` on the device to compute on.
+    method
+        One of :data:`SWEEPABLE`. ``bart`` is chosen with the ``tv`` solver: BART solves the
+        same problem with the same relative weight (docs/baselines.md), and mridip's own
+        solver can leave samples out.
+    rule
+        ``"cv"`` (k-space cross-validation) or ``"discrepancy"`` (χ² per sample at most
+        ``tau``).
+    start
+        First weight tried (the method's former default when None).
+    holdout
+        ``cv``: expected fraction of measured samples held out, in ``(0, 0.5)``.
+    factor
+        Ratio between neighbouring weights of the coarse grid.
+    max_solves
+        Solves the choice may run (its cost in units of one solve, a little less for ``cv``
+        as it fits fewer samples).
+    noise_var
+        ``discrepancy``: noise variance per complex sample. None: 1 for data prewhitened
+        with noise scans (``kspace.meta["prewhitened"]``, as :func:`mridip.load` leaves
+        them), otherwise a :class:`ConfigError`.
+    tau
+        ``discrepancy``: the largest ``chi2`` allowed.
+    seed
+        Seed of the hold-out split (and of the method's own random choices).
+    **options
+        The method's own options (``iters``, ``lam_spatial`` …).
+
+    Returns
+    -------
+    LamChoice
+
+    Raises
+    ------
+    ConfigError
+        Unknown method or rule, a hold-out fraction outside ``(0, 0.5)``, ``max_solves`` < 3,
+        a discrepancy rule without a known noise level.
+    """
+    _check_method(method)
+    if rule not in RULES:
+        raise ConfigError(f"unknown λ rule {rule!r}; available: {', '.join(RULES)}")
+    if max_solves < 3:
+        raise ConfigError(f"choosing λ needs at least 3 solves, got {max_solves}")
+    if not factor > 1:
+        raise ConfigError(f"the grid factor must be > 1, got {factor}")
+    solver = "tv" if method == "bart" else method
+    lam0 = START[method] if start is None else float(start)
+    if not (lam0 > 0 and math.isfinite(lam0)):
+        raise ConfigError(f"the first λ must be a finite number > 0, got {lam0}")
+    options = dict(options, seed=seed)
+    residual = _Residual(kspace, maps)
+    t0 = time.perf_counter()
+    if rule == "cv":
+        if not 0 < holdout < 0.5:
+            raise ConfigError(f"holdout must be in (0, 0.5), got {holdout}")
+        split = holdout_weights(kspace, holdout, torch.Generator().manual_seed(seed + 1))
+        assert split is not None
+        fit_w, held_w = split
+        op_fit = for_kspace(
+            kspace,
+            maps,
+            weights=fit_w,
+            density_weighted=bool(options.get("density_weighted", False)),
+        )
+        held_energy = residual.energy(held_w)
+
+        def cv_score(lam: float) -> float:
+            out = solve(solver, kspace, maps, lam, operator=op_fit, **options)
+            return residual(out.image, held_w) / held_energy
+
+        seen = _search_min(cv_score, lam0, factor, max_solves)
+        lam = min(seen, key=seen.__getitem__)
+        lams = sorted(seen)
+        return LamChoice(
+            lam=lam,
+            rule=rule,
+            score="heldout_residual",
+            lams=lams,
+            scores=[seen[v] for v in lams],
+            seconds=time.perf_counter() - t0,
+            solves=len(seen),
+            holdout=holdout,
+        )
+    sigma2 = noise_var
+    if sigma2 is None:
+        if not kspace.meta.get("prewhitened", False):
+            raise ConfigError(
+                "the discrepancy rule needs the noise level: these data were not prewhitened "
+                "with noise scans (give noise_var, or use the cv rule)"
+            )
+        sigma2 = 1.0
+    if not (sigma2 > 0 and math.isfinite(sigma2)):
+        raise ConfigError(f"noise_var must be a finite number > 0, got {sigma2}")
+    if not tau > 0:
+        raise ConfigError(f"tau must be > 0, got {tau}")
+    floor = residual.samples() * sigma2
+    results: dict[float, Any] = {}
+
+    def chi2(lam: float) -> float:
+        out = solve(solver, kspace, maps, lam, **options)
+        results[lam] = out
+        return residual(out.image) / floor
+
+    seen = _bracket_root(chi2, lam0, tau, factor, max_solves)
+    fits = [v for v in seen if seen[v] <= tau]
+    lam = max(fits) if fits else min(seen)
+    lams = sorted(seen)
+    return LamChoice(
+        lam=lam,
+        rule=rule,
+        score="chi2",
+        lams=lams,
+        scores=[seen[v] for v in lams],
+        seconds=time.perf_counter() - t0,
+        solves=len(seen),
+        target=tau,
+        result=results[lam] if method != "bart" else None,
+    )
+
+
+def _bracket_root(
+    f: Callable[[float], float], start: float, target: float, factor: float, max_evals: int
+) -> dict[float, float]:
+    """Evaluate an increasing ``f(lam)`` to find where it crosses ``target`` on a log scale.
+
+    Steps a ``factor`` up (below the target) or down (above it) until the crossing is
+    bracketed, then interpolates ``log lam`` linearly in ``f`` (regula falsi) with the
+    evaluations left.
+    """
+    seen = {start: f(start)}
+    while len(seen) < max_evals:
+        below = [v for v in seen if seen[v] <= target]
+        above = [v for v in seen if seen[v] > target]
+        if not above:
+            v = max(seen) * factor
+        elif not below:
+            v = min(seen) / factor
+        else:
+            lo, hi = max(below), min(above)
+            if hi / lo < 1.05:
+                break
+            flo, fhi = seen[lo], seen[hi]
+            w = (target - flo) / (fhi - flo) if fhi > flo else 0.5
+            w = min(0.9, max(0.1, w))
+            v = math.exp(math.log(lo) + w * (math.log(hi) - math.log(lo)))
+        seen[v] = f(v)
+    return seen
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+def lam_sweep(
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    lams: Sequence[float],
+    *,
+    noise_var: float = 1.0,
+    reference: Any = None,
+    keep_images: bool = True,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Run a regularised method for each relative weight and report its data consistency.
+
+    Parameters
+    ----------
+    kspace, maps
+        Data and coil maps ``(C, Ny, Nx)`` (on the device to compute on).
+    method
+        One of :data:`SWEEPABLE`.
+    lams
+        Relative weights to try (the ``--lam`` of the method).
+    noise_var
+        Noise variance per complex sample (1 after prewhitening), for ``chi2``.
+    reference
+        Optional true series ``(T, Ny, Nx)``: adds ``psnr`` and ``ssim`` (:func:`mridip.evaluate`).
+    keep_images
+        Keep each image series (``image``) in its row.
+    **options
+        Further options of the method (``iters``, ``lam_spatial`` …; None: its default).
+
+    Returns
+    -------
+    list of dict
+        One row per ``lam``, in the order given: ``lam``, ``lam_abs`` (when the method reports
+        it), ``relative_residual``, ``chi2``, ``seconds``, and ``psnr``/``ssim``/``image``
+        as asked.
+
+    Raises
+    ------
+    ConfigError
+        Unknown method, no weights, a negative weight.
+    """
+    from mridip.metrics import evaluate
+
+    _check_method(method)
+    if not lams:
+        raise ConfigError("a λ sweep needs at least one value")
+    if any(not (float(v) >= 0 and math.isfinite(float(v))) for v in lams):
+        raise ConfigError(f"λ values must be finite and ≥ 0, got {list(lams)}")
+    rows: list[dict[str, Any]] = []
+    for lam in lams:
+        if kspace.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = solve(method, kspace, maps, float(lam), **options)
+        if kspace.device.type == "cuda":
+            torch.cuda.synchronize()
+        row: dict[str, Any] = {"lam": float(lam), "seconds": time.perf_counter() - t0}
+        info = getattr(out, "info", {})
+        if "lam_abs" in info:
+            row["lam_abs"] = float(info["lam_abs"])
+        row.update(data_consistency(kspace, maps, out.image, noise_var))
+        if reference is not None:
+            q = evaluate(out.image, reference)
+            row["psnr"], row["ssim"] = q["psnr"], q["ssim"]
+        if keep_images:
+            row["image"] = out.image
+        rows.append(row)
+    return rows
+
+
+def discrepancy_choice(
+    rows: Sequence[dict[str, Any]], tau: float = 1.1, noise_floor: float | None = None
+) -> int:
+    """Index of the row a discrepancy principle picks: the largest λ with ``chi2 ≤ tau · floor``.
+
+    Morozov's principle regularises as much as the data allow: the residual may be as large
+    as the noise, no larger. With ``noise_floor`` given (1 for prewhitened data and an exact
+    model) that is the classic rule. Real and simulated data also carry model error (coil
+    maps, the continuous object, off-grid physics), so by default the floor is measured: the
+    smallest ``chi2`` of the sweep, i.e. the residual of its least regularised fit, and
+    ``tau`` allows 10% more. Include a small λ in the sweep so that the floor is meaningful.
+
+    Parameters
+    ----------
+    rows
+        From :func:`lam_sweep`.
+    tau
+        Allowed residual relative to the floor.
+    noise_floor
+        ``chi2`` of the noise alone, when known.
+
+    Raises
+    ------
+    ConfigError
+        When ``rows`` is empty or ``tau`` < 1.
+    """
+    if not rows:
+        raise ConfigError("no λ sweep results to choose from")
+    if not tau >= 1:
+        raise ConfigError(f"tau must be ≥ 1, got {tau}")
+    floor = min(r["chi2"] for r in rows) if noise_floor is None else noise_floor
+    fits = [i for i, r in enumerate(rows) if r["chi2"] <= tau * floor]
+    if fits:
+        return max(fits, key=lambda i: rows[i]["lam"])
+    return min(range(len(rows)), key=lambda i: rows[i]["chi2"])
