@@ -723,17 +723,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_now(code: int) -> None:
-    """End the process without tearing the interpreter down.
+    """End the process without tearing the interpreter and the C++ runtime down.
 
-    torchkbnufft runs its interpolation as TorchScript ``fork`` tasks on PyTorch's inter-op
-    threads ("PTThreadPool"). A pool thread that lets go of a tensor owned by Python must take
-    the GIL; once the interpreter is finalising, CPython stops such a thread with
-    ``pthread_exit``, whose unwinding meets a ``noexcept`` frame of libtorch: ``std::terminate``
-    ("terminate called without an active exception"), SIGABRT, exit code 134, after the
-    command had printed its result. So the steps of a normal exit that need the interpreter
-    are taken here, while it is whole (non-daemon threads joined, ``atexit`` handlers such as
-    Ray's shutdown run, streams flushed), and the process then ends with ``os._exit``, which
-    leaves the pool threads no moment to wake into a finalising interpreter.
+    ``mridip info`` or ``recon`` of a non-Cartesian scan runs torchkbnufft, whose TorchScript
+    ``fork`` tasks start PyTorch's inter-op threads ("PTThreadPool"; a radial ``info``, which
+    needs no NUFFT, leaves none). They are still alive when the interpreter finalises and the
+    C++ static destructors run, and that teardown ended runs of ``mridip info FILE
+    --spokes-per-frame 64`` in ``std::terminate`` ("terminate called without an active
+    exception", SIGABRT, exit code 134) after the result was printed (issue 18: 4 of 57).
+    So the steps of a normal exit that matter are taken here, while everything is whole
+    (non-daemon threads joined, ``atexit`` handlers such as Ray's shutdown and temporary-
+    folder cleanup run, streams flushed), and the process ends with ``os._exit``: no teardown
+    runs beside the pool threads. Outputs are complete before: they are written under
+    temporary names and renamed.
     """
     import atexit
     import os
