@@ -172,6 +172,21 @@ def test_rerun_does_nothing_new(first_run, scans, tmp_path, capsys):
 
 
 @needs_ray
+def test_rerun_of_complete_slices_starts_no_ray(first_run, scans, tmp_path, monkeypatch):
+    _, out = first_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was asked for")
+
+    monkeypatch.setattr("mridip.batch._ray_for", no_ray)
+    good = [scans[0], scans[2], scans[3]]
+    report = run_batch(good, copy, BatchConfig(method="cgsense"))
+    assert report.exit_code == 0 and report.count("skipped") == 3
+
+
+@needs_ray
 def test_images_equal_those_of_recon(first_run, scans, tmp_path, capsys):
     _, out = first_run
     threads = torch.get_num_threads()
