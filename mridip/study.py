@@ -1255,7 +1255,7 @@ def _figures(
                     c["method"]["label"]: np.load(_cell_path(out, c, "npz"))["image"] for c in pick
                 }
                 tag = _level_text(json.loads(level), "")
-                peak = float(truth.max())
+                peak = float(np.percentile(truth, 99.5))  # a few bright voxels would darken all
                 cols = len(images) + 1
                 fig, axes = plt.subplots(2, cols, figsize=(2.2 * cols, 4.6), squeeze=False)
                 axes[0, 0].imshow(truth[frame], cmap="gray", vmin=0, vmax=peak)

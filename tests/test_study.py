@@ -441,3 +441,25 @@ grid = { lam = [-1.0] }
     assert res.ran == 2 and res.failed == 1
     assert res.rows[0]["status"] == "ok" and res.rows[1]["error"].startswith("ConfigError")
     assert study.run(cfg, tmp_path / "out").reused == 1
+
+
+def test_the_full_example_of_the_docs_parses():
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[1] / "docs" / "study.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg = study.parse_study(study.tomllib.loads(example), source="docs/study.toml")
+    assert [d["kind"] for d in cfg.datasets] == ["images", "phantom", "raw"]
+    assert {s["pattern"] for s in cfg.samplings} == {"golden-radial", "spiral", "vista"}
+    assert [m["label"] for m in cfg.methods] == [
+        "zf",
+        "cgsense",
+        "tv lam=0.03",
+        "tv lam=0.1",
+        "tv lam=0.3",
+        "mridip final=none",
+        "mridip final=dc",
+    ]
+    for name in ("rat_cine", "rat_cine_quick", "dip_ablation"):
+        path = pathlib.Path(__file__).parents[1] / "examples" / "studies" / f"{name}.toml"
+        assert study.expand_cells(study.load_study(path))
