@@ -201,7 +201,8 @@ def run_tasks(
     Raises
     ------
     ConfigError
-        Ray is missing, the cluster cannot be reached, or an argument is out of range.
+        Ray is missing, the cluster cannot be reached, an argument is out of range, or the
+        cluster has fewer CPUs or GPUs than one task asks for.
     """
     if jobs is not None and jobs < 1:
         raise ConfigError(f"jobs must be ≥ 1, got {jobs}")
@@ -236,6 +237,13 @@ def _run(
     max_retries: int,
     on_done: Callable[[TaskOutcome], None] | None,
 ) -> list[TaskOutcome]:
+    # a task no node can hold would wait for ever: say so instead
+    res = ray.cluster_resources()
+    for name, need in (("CPU", cpus_per_task), ("GPU", gpus_per_task)):
+        if need > res.get(name, 0):
+            raise ConfigError(
+                f"each task asks for {need:g} {name}s but the Ray cluster has {res.get(name, 0):g}"
+            )
     remote = ray.remote(_attempt).options(
         num_cpus=cpus_per_task,
         num_gpus=gpus_per_task,

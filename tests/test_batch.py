@@ -7,6 +7,7 @@ that need no Ray (usage errors, Ray missing, the one-line error form) run withou
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import math
 import os
@@ -116,6 +117,22 @@ def test_gpu_out_of_memory_is_one_line():
     assert one_line(ValueError("bad\nworse")) == "ValueError: bad"
 
 
+def test_progress_bar_counts_done_failed_running():
+    from mridip.batch import _Progress
+
+    stream = io.StringIO()
+    meter = _Progress(total=4, window=2, stream=stream, bar=True)
+    meter.update({"status": "ok", "scan": "a", "slice": 0, "seconds": 1.0, "error": None})
+    meter.update({"status": "failed", "scan": "b", "slice": None, "seconds": 0.1, "error": "x"})
+    meter.close()
+    text = stream.getvalue()
+    assert "done=1 failed=1 running=2" in text and "2/4" in text
+    lines = io.StringIO()
+    meter = _Progress(total=2, window=2, stream=lines, bar=False)  # not a terminal: a line each
+    meter.update({"status": "failed", "scan": "b", "slice": 3, "seconds": 0.1, "error": "E: x"})
+    assert lines.getvalue() == "[1/2] b slice 3: failed (E: x)\n"
+
+
 # -- on Ray ---------------------------------------------------------------------------------------
 @needs_ray
 def test_run_tasks_records_exceptions_and_keeps_order(ray_session):
@@ -127,6 +144,11 @@ def test_run_tasks_records_exceptions_and_keeps_order(ray_session):
     assert outcomes[1].value is None and outcomes[1].error == "ValueError: math domain error"
     assert sorted(o.index for o in seen) == [0, 1, 2]
     assert all(o.seconds >= 0 for o in outcomes)
+    # a task the 2-CPU instance cannot hold is refused, not queued for ever
+    with pytest.raises(ConfigError, match="asks for 1 GPUs but the Ray cluster has 0"):
+        run_tasks(math.sqrt, [1.0], gpus_per_task=1)
+    with pytest.raises(ConfigError, match="asks for 3 CPUs"):
+        run_tasks(math.sqrt, [1.0], cpus_per_task=3)
 
 
 @needs_ray
