@@ -137,6 +137,15 @@ def operator_benchmark(
     t_nufft = _time(nufft_step, dev, repeats)
     t_toep = _time(toeplitz_step, dev, repeats)
     t_floor = _time(floor_step, dev, repeats)
+    extra: dict[str, Any] = {}
+    with torch.no_grad():
+        coil_images = truth[:, None] * maps[None]  # (T, C, N, N)
+        extra["torchkbnufft_forward_s"] = _time(
+            lambda: fwd(coil_images, tr, norm="ortho"), dev, repeats
+        )
+        fin = _finufft_forward(coil_images, tr)
+        if fin is not None:
+            extra[f"{fin[0]}_forward_s"] = _time(fin[1], dev, repeats)
     return {
         "size": {"matrix": n, "coils": coils, "frames": frames, "spokes": spokes},
         "nufft_autograd_s": t_nufft,
@@ -145,7 +154,40 @@ def operator_benchmark(
         "setup_kernel_s": setup,
         "speedup_toeplitz_vs_nufft": t_nufft / t_toep,
         "toeplitz_over_floor": t_toep / t_floor,
+        **extra,
     }
+
+
+def _finufft_forward(
+    images: torch.Tensor, traj: torch.Tensor
+) -> tuple[str, Callable[[], Any]] | None:
+    """A forward NUFFT of ``images`` ``(T, C, N, N)`` on ``traj`` ``(T, 2, K)`` by cufinufft (CUDA
+    tensors) or finufft (CPU), eps 1e-3, one plan per frame; None when it is not installed.
+    Timing only: the set-up transforms that a finufft backend would speed up (DESIGN §5)."""
+    t, c = images.shape[:2]
+    size = tuple(images.shape[-2:])
+    try:
+        if images.is_cuda:
+            import cufinufft
+
+            plans = []
+            for i in range(t):
+                plan = cufinufft.Plan(2, size, n_trans=c, eps=1e-3, dtype="complex64")
+                plan.setpts(traj[i, 0].contiguous(), traj[i, 1].contiguous())
+                plans.append(plan)
+            data = [images[i].contiguous() for i in range(t)]
+            return "cufinufft", lambda: [p.execute(d) for p, d in zip(plans, data, strict=True)]
+        import finufft
+    except ImportError:
+        return None
+    pts = traj.cpu().double().numpy()
+    arr = images.cpu().numpy()
+
+    def run() -> None:
+        for i in range(t):
+            finufft.nufft2d2(pts[i, 0], pts[i, 1], arr[i], eps=1e-3)
+
+    return "finufft", run
 
 
 def _operator_section(quick: bool, device: str) -> list[dict[str, Any]]:
@@ -158,6 +200,13 @@ def _operator_section(quick: bool, device: str) -> list[dict[str, Any]]:
             f"toeplitz {r['toeplitz_s']:.3f} s ({r['speedup_toeplitz_vs_nufft']:.1f}× faster), "
             f"FFT floor {r['fft_floor_s']:.3f} s, kernel set-up {r['setup_kernel_s']:.2f} s"
         )
+        for lib in ("finufft", "cufinufft"):
+            if f"{lib}_forward_s" in r:
+                print(
+                    f"operator {n}²: forward NUFFT of all coil images: {lib} "
+                    f"{r[f'{lib}_forward_s']:.3f} s vs torchkbnufft "
+                    f"{r['torchkbnufft_forward_s']:.3f} s"
+                )
     return rows
 
 
@@ -592,6 +641,12 @@ def fit_step_benchmark(
     coil image in the loss, backward through it by autograd). Best of ``repeats`` after one
     warm-up step. On the CPU, freed memory stays in the heap as in a fit
     (:func:`mridip._allocator.keep_freed_memory`).
+
+    A preset with per-slot graph convolutions (``mridip``) is also timed with its earlier
+    grouped-convolution path (:func:`mridip.models.graph.use_slot_first`), the two paths
+    alternating step by step for ``max(repeats, 3)`` rounds on the same weights; its row gets
+    ``graph_paths``: the median seconds of each and the speed-up (medians, since on a shared
+    machine one slow step is common).
     """
     import torchkbnufft as tkbn
 
@@ -636,10 +691,45 @@ def fit_step_benchmark(
             "nufft_step_s": t_nufft,
             "speedup": t_nufft / t_toep,
         }
+        if _has_slot_paths(gen):
+            rows[name]["graph_paths"] = _graph_paths(gen, toeplitz_step, dev, max(repeats, 3))
         del gen, opt
     return {
         "size": {"matrix": n, "coils": coils, "frames": frames, "spokes": spokes},
         "presets": rows,
+    }
+
+
+def _has_slot_paths(gen: torch.nn.Module) -> bool:
+    from mridip.models.graph import NeighbourConv
+
+    return any(isinstance(m, NeighbourConv) and not m.node_specific for m in gen.modules())
+
+
+def _graph_paths(
+    gen: torch.nn.Module, step: Callable[[], Any], device: torch.device, rounds: int
+) -> dict[str, Any]:
+    """Median step time with the slot-first and the grouped graph convolutions, interleaved."""
+    import statistics
+
+    from mridip.models.graph import use_slot_first
+
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(rounds):
+            for slot_first in (False, True):
+                use_slot_first(gen, slot_first)
+                times[slot_first].append(_time(step, device, 1, warmup=0))
+    finally:
+        use_slot_first(gen, True)
+    grouped, slot = statistics.median(times[False]), statistics.median(times[True])
+    return {
+        "grouped_s": grouped,
+        "slot_first_s": slot,
+        "speedup": grouped / slot,
+        "rounds": rounds,
+        "grouped_all_s": times[False],
+        "slot_first_all_s": times[True],
     }
 
 
@@ -655,6 +745,13 @@ def _fit_section(quick: bool, device: str) -> dict[str, Any]:
             f"{row['toeplitz_step_s']:.3f} s (Toeplitz) vs {row['nufft_step_s']:.3f} s "
             f"(torchkbnufft forward + autograd), {row['speedup']:.2f}×"
         )
+        if "graph_paths" in row:
+            g = row["graph_paths"]
+            print(
+                f"fit step {name:7s} graph convolutions slot-first {g['slot_first_s']:.3f} s vs "
+                f"grouped {g['grouped_s']:.3f} s (medians of {g['rounds']} interleaved), "
+                f"{g['speedup']:.2f}×"
+            )
     return r
 
 

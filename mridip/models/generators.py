@@ -109,10 +109,21 @@ class Generator(nn.Module):
 
     def _frames(self, frames: Tensor | Sequence[int] | None) -> Tensor | None:
         """Validated frame indices as a long tensor on the module's device (None: all)."""
-        if frames is None:
+        host = self._host_frames(frames)
+        if host is None:
             return None
         device = next(iter(self.parameters())).device
-        idx = torch.as_tensor(frames, device=device).reshape(-1)
+        return host.to(device, non_blocking=True)
+
+    def _host_frames(self, frames: Tensor | Sequence[int] | None) -> Tensor | None:
+        """Validated frame indices as a long CPU tensor (None: all).
+
+        The range check runs on the host copy: checked on a GPU tensor it would make the host
+        wait for the device. Indices already on a GPU are read back once here.
+        """
+        if frames is None:
+            return None
+        idx = torch.as_tensor(frames).reshape(-1).cpu()
         if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
             raise ConfigError(f"frame indices must be integers, got {idx.dtype}")
         idx = idx.to(torch.long)
@@ -169,7 +180,7 @@ class DecoderGenerator(Generator):
         z = self.code(idx)
         if self.mapnet is not None:
             z = self.mapnet(z)
-        y = self.decoder(z)
+        y = _real_image_dtype(self.decoder(z))
         return torch.complex(y[:, 0], y[:, 1])
 
 
@@ -210,11 +221,15 @@ class GraphGenerator(Generator):
                 stage2.head.bias.zero_()
 
     def _closure(self, targets: Tensor) -> Tensor | None:
-        """Sorted frames within two graph hops of ``targets`` (None when that is all)."""
-        nb = self.graph.neighbours
-        hop1 = torch.unique(torch.cat([targets, nb[targets].reshape(-1)]))
+        """Sorted frames within two graph hops of ``targets`` (None when that is all); found
+        on the host's copy of the graph and returned on the device of ``targets``."""
+        nb = self.graph.host_neighbours
+        t = targets.cpu()
+        hop1 = torch.unique(torch.cat([t, nb[t].reshape(-1)]))
         nodes = torch.unique(torch.cat([hop1, nb[hop1].reshape(-1)]))
-        return None if nodes.numel() == self.n_frames else nodes
+        if nodes.numel() == self.n_frames:
+            return None
+        return nodes.to(targets.device, non_blocking=True)
 
     def stage1_features(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
         """Stage-1 feature maps ``(B, C, Ny, Nx)`` of the given frames (all when None)."""
@@ -229,14 +244,18 @@ class GraphGenerator(Generator):
         return self.stage1(z, nodes)
 
     def forward(self, frames: Tensor | Sequence[int] | None = None) -> Tensor:
-        targets = self._frames(frames)
+        host_targets = self._host_frames(frames)
+        targets = self._frames(host_targets)
         due = self.graph.due()
-        nodes = None if targets is None or due else self._closure(targets)
+        nodes = None if host_targets is None or due else self._closure(host_targets)
+        if nodes is not None and targets is not None:
+            nodes = nodes.to(targets.device, non_blocking=True)
         x = self._stage1(nodes)
         if due:
             self.graph.update(stage1_descriptors(self.features, x, self.n_frames))
         self.graph.tick()
-        y = self.stage2(x, self.graph.neighbours, nodes, targets)  # (H, W, B, 2)
+        host = None if host_targets is None else (self.graph.host_neighbours, host_targets)
+        y = self.stage2(x, self.graph.neighbours, nodes, targets, host=host)  # (H, W, B, 2)
         if self.skip is not None:
             n = self.n_frames if nodes is None else int(nodes.numel())
             b = self.n_frames if targets is None else int(targets.numel())
@@ -245,7 +264,17 @@ class GraphGenerator(Generator):
                 pos = targets if nodes is None else torch.searchsorted(nodes, targets)
                 xt = grouped_view(node_view(x, n).index_select(2, pos))
             y = y + node_view(self.skip(xt, None, b), b)
-        return torch.view_as_complex(y.permute(2, 0, 1, 3).contiguous())
+        return torch.view_as_complex(_real_image_dtype(y).permute(2, 0, 1, 3).contiguous())
+
+
+def _real_image_dtype(y: Tensor) -> Tensor:
+    """Real and imaginary parts in float32 at least, whatever the autocast dtype.
+
+    Under bfloat16 autocast (the default on CUDA) the last convolution returns bfloat16, for
+    which neither ``torch.complex`` nor ``view_as_complex`` has a kernel; the image and the data
+    term are float32 (complex64) in any case.
+    """
+    return y.to(torch.promote_types(y.dtype, torch.float32))
 
 
 def _n_frames(code: nn.Module) -> int:

@@ -159,27 +159,47 @@ class FrameGraph(nn.Module):
         self.every = every
         self.register_buffer("neighbours", torch.full((n_frames, self.k), -1, dtype=torch.long))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        # host copies of the schedule and the table: on a GPU, reading the buffers every step
+        # would make the host wait for the device (the buffers stay the saved state)
+        self._step = 0
+        self._computed = False
+        self._host_neighbours: Tensor | None = None
 
     @property
     def computed(self) -> bool:
         """Whether a graph has been computed (or loaded)."""
-        return bool(self.neighbours[0, 0] >= 0)
+        return self._computed
+
+    @property
+    def host_neighbours(self) -> Tensor:
+        """The neighbour table ``(N, k)`` on the CPU, read from the device at most once per
+        update (only frame subsets need it, to find their neighbourhood)."""
+        if self._host_neighbours is None:
+            self._host_neighbours = self.neighbours.cpu()
+        return self._host_neighbours
 
     def due(self) -> bool:
         """Whether this forward pass must recompute the graph (needs all frames' features)."""
         if not self.computed:
             return True
-        return self.training and self.every > 0 and int(self.step) % self.every == 0
+        return self.training and self.every > 0 and self._step % self.every == 0
 
     def tick(self) -> None:
         """Count one forward pass in training mode."""
         if self.training:
-            self.step += 1
+            self._step += 1
+            self.step.fill_(self._step)
 
     @torch.no_grad()
     def update(self, features: Tensor) -> None:
         """Recompute the neighbours from descriptors ``(N, F)``."""
         self.neighbours.copy_(cosine_knn(features, self.k))
+        self._computed, self._host_neighbours = True, None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._step = int(self.step)
+        self._computed, self._host_neighbours = bool(self.neighbours[0, 0] >= 0), None
 
     def freeze(self) -> None:
         """Keep the current graph from now on."""
@@ -217,6 +237,14 @@ class NeighbourConv(MessagePassing):
     fan_in
         Fan-in of the default initialisation (``in_ch·ks²`` unless given: a convolution that is
         one part of a wider one initialises like the wider one).
+    slot_first
+        With per-slot weights (``n_frames=None``): convolve every source frame with all ``k``
+        slot weights in one batched convolution (``(N, C) → (N, k·out)``) and then gather and
+        sum each target's ``k`` (source, slot) outputs (True, the default); or gather the
+        ``k`` neighbour maps of every target first and run one grouped convolution with
+        ``groups`` = targets over the ``N``-fold expanded weight (False: the earlier path, kept
+        for ``mridip bench --only fit``). Same arithmetic; the first gathers along the leading
+        axis (contiguous rows) and keeps no ``k``-fold copy of the input for the backward.
     """
 
     def __init__(
@@ -229,8 +257,10 @@ class NeighbourConv(MessagePassing):
         *,
         bias: bool = True,
         fan_in: int | None = None,
+        slot_first: bool = True,
     ) -> None:
         super().__init__(aggr=None, node_dim=2)
+        self.slot_first = slot_first
         self.in_ch, self.out_ch, self.k, self.kernel_size = in_ch, out_ch, k, kernel_size
         self.fan_in = fan_in if fan_in is not None else in_ch * kernel_size**2
         self.node_specific = n_frames is not None
@@ -273,7 +303,25 @@ class NeighbourConv(MessagePassing):
             ``(H, W, N_tgt, out_ch)``.
         """
         n_tgt = edge_index.shape[1] // self.k
+        if edge_index.shape[1] != n_tgt * self.k:
+            raise ValueError("NeighbourConv needs exactly k edges per target, sorted by target")
+        if self.slot_first and not self.node_specific:
+            return self._slot_first(x, edge_index[0].view(n_tgt, self.k))
         return self.propagate(edge_index, x=x, size=(x.shape[2], n_tgt), targets=targets)
+
+    def _slot_first(self, x: Tensor, sources: Tensor) -> Tensor:
+        """Per-slot weights: ``y_i = Σ_s (W_s * x)[sources[i, s]] / k``, by linearity."""
+        h, w, n_src, _ = x.shape
+        n_tgt, k, ks, o = sources.shape[0], self.k, self.kernel_size, self.out_ch
+        xb = x.permute(2, 3, 0, 1).contiguous()  # (n_src, C, H, W), rows contiguous
+        # (out, k, in, ks, ks) → (k·out, in, ks, ks), slot-major: channel s·out + c
+        wt = self.slot_weight[0].transpose(0, 1).reshape(k * o, self.in_ch, ks, ks) / k
+        b = None if self.bias is None else self.bias.reshape(k * o) / k
+        y = F.conv2d(xb, wt, b, padding=ks // 2).view(n_src * k, o, h, w)
+        slot = torch.arange(k, device=sources.device)
+        rows = (sources * k + slot).reshape(-1)  # row of (source, slot) in y
+        out = y.index_select(0, rows).view(n_tgt, k, o, h, w).sum(dim=1)
+        return out.permute(2, 3, 0, 1).contiguous()  # (H, W, n_tgt, out)
 
     def message(self, x_j: Tensor) -> Tensor:
         return x_j
@@ -281,10 +329,9 @@ class NeighbourConv(MessagePassing):
     def aggregate(  # type: ignore[override]
         self, inputs: Tensor, index: Tensor, dim_size: int, targets: Tensor | None
     ) -> Tensor:
+        # the edges come from knn_edge_index, sorted by target with k per target by
+        # construction; checking their values here would make a GPU wait every convolution
         n, k, ks = dim_size, self.k, self.kernel_size
-        expected = torch.arange(n, device=index.device).repeat_interleave(k)
-        if index.shape != expected.shape or not torch.equal(index, expected):
-            raise ValueError("NeighbourConv needs exactly k edges per target, sorted by target")
         w = self.weight.view(self.n_nodes, self.out_ch, k * self.in_ch, ks, ks)
         b: Tensor | None = self.bias
         if self.node_specific:
@@ -405,6 +452,8 @@ class GraphStage(nn.Module):
         neighbours: Tensor,
         nodes: Tensor | None = None,
         targets: Tensor | None = None,
+        *,
+        host: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Run the graph network for the target frames.
 
@@ -419,6 +468,9 @@ class GraphStage(nn.Module):
             neighbourhood. None: all ``T`` frames.
         targets
             ``(B,)`` frames to produce; None: all ``T`` frames in order.
+        host
+            CPU copies of ``neighbours`` and ``targets``: the targets' neighbourhood is then
+            found on the host, without reading from the device (read once otherwise).
 
         Returns
         -------
@@ -439,10 +491,10 @@ class GraphStage(nn.Module):
             hop1: Tensor | None = None
             n1 = t
         else:
-            hop1 = torch.unique(torch.cat([targets, neighbours[targets].reshape(-1)]))
+            nb_h, t_h = host if host is not None else (neighbours.cpu(), targets.cpu())
+            hop1 = torch.unique(torch.cat([t_h, nb_h[t_h].reshape(-1)]))
             n1 = int(hop1.numel())
-            if n1 == t:
-                hop1 = None
+            hop1 = None if n1 == t else hop1.to(device, non_blocking=True)
 
         nb1 = neighbours if hop1 is None else neighbours[hop1]
         edges1 = knn_edge_index(pos[nb1])
@@ -473,3 +525,11 @@ class GraphStage(nn.Module):
 def stage1_descriptors(features: FrameFeatures, x: Tensor, n: int) -> Tensor:
     """kNN descriptors ``(n, F)`` of grouped stage-1 features ``(1, n·C, H, W)``."""
     return features(frames_view(x.detach(), n).contiguous())
+
+
+def use_slot_first(module: nn.Module, enabled: bool = True) -> None:
+    """Switch every per-slot :class:`NeighbourConv` in ``module`` between the slot-first path
+    (default) and the earlier grouped-convolution path (same weights, same result)."""
+    for m in module.modules():
+        if isinstance(m, NeighbourConv):
+            m.slot_first = enabled
