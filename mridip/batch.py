@@ -588,7 +588,7 @@ def run_batch(
     ------
     ConfigError
         No raw files, a file that does not exist, an unknown method, ``device="cuda"``
-        without ``gpus_per_task``, Ray missing or unreachable.
+        without ``gpus_per_task``, a task larger than the cluster, Ray missing or unreachable.
     """
     from mridip import __version__
     from mridip.methods import METHODS
