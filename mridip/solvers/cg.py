@@ -27,7 +27,8 @@ def conjugate_gradient(
     normal
         ``x ↦ N x`` on tensors of ``rhs``'s shape.
     rhs
-        ``b``, shape ``(B, ...)`` (any shape when not ``batched``), real or complex.
+        ``b``, real or complex: ``(B, ...)`` with at least two axes when ``batched`` (e.g. an
+        image series ``(T, Ny, Nx)``), any shape otherwise.
     x0
         Start, shape of ``rhs`` (zeros when None).
     iters
