@@ -626,10 +626,11 @@ def _check_data(cfg: StudyConfig) -> None:
 
 # -- cells ---------------------------------------------------------------------------------------
 def _file_stamp(path: str | None) -> list[int] | None:
-    if path is None:
+    try:
+        st = os.stat(path) if path is not None else None
+    except OSError:  # reported by _check_data before any cell runs
         return None
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns]
+    return None if st is None else [st.st_size, st.st_mtime_ns]
 
 
 def expand_cells(cfg: StudyConfig) -> list[dict[str, Any]]:
