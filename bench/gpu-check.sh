@@ -6,6 +6,7 @@
 #   tests.txt            the CUDA tests: every preset fitted on cuda against the CPU, with and
 #                        without bfloat16 autocast, and no host sync between evaluations
 #   fit.json/.txt        fit-step table at 128², 20 frames (Toeplitz vs torchkbnufft per preset;
+#                        the generator section: gip against the reference structure;
 #                        mridip's slot-first vs grouped graph convolutions)
 #   operator.json/.txt   Toeplitz data term vs torchkbnufft (+ cufinufft forward if installed)
 #   stop.json/.txt       time to stop at 128² x 20 frames for mridip and tddip (1500 steps max)
@@ -22,7 +23,7 @@ for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
     --cpu-smoke) DEVICE=cpu; QUICK="--quick" ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
     *) echo "gpu-check: unknown option $arg (use --dry-run or --cpu-smoke)" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +53,7 @@ fi
 if [ "$DEVICE" = cuda ]; then
   run tests 120 "$PY" -m pytest -q -m cuda tests/test_gpu_path.py tests/test_models.py
 fi
-run fit 90 "$MRIDIP" bench $QUICK --device "$DEVICE" --only fit -o "$OUT/fit.json"
+run fit 90 "$MRIDIP" bench $QUICK --device "$DEVICE" --only fit,generator -o "$OUT/fit.json"
 run operator 60 "$MRIDIP" bench $QUICK --device "$DEVICE" --only operator -o "$OUT/operator.json"
 run stop 210 "$MRIDIP" bench $QUICK --device "$DEVICE" --only stop --methods mridip,tddip \
   -o "$OUT/stop.json"

@@ -41,7 +41,7 @@ def test_gpu_check_plans_every_part_with_valid_bench_options(tmp_path: Path) -> 
         names, _ = bench_plan(False, only.group(1), methods.group(1) if methods else None)
         assert names
     assert {re.search(r"--only (\S+)", c).group(1) for c in benches} == {  # type: ignore[union-attr]
-        "fit",
+        "fit,generator",
         "operator",
         "stop",
     }

@@ -103,3 +103,16 @@ def test_slot_first_with_bias_and_frame_subset_edges() -> None:
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="exactly k edges"):
         conv(x, knn_edge_index(nb)[:, :-1])
+
+
+def test_fit_bench_times_both_graph_paths_side_by_side() -> None:
+    from mridip.bench import fit_step_benchmark
+
+    r = fit_step_benchmark(
+        matrix=16, coils=2, frames=6, spokes=5, presets=("tddip", "mridip"), repeats=1
+    )
+    assert "graph_paths" not in r["presets"]["tddip"]
+    g = r["presets"]["mridip"]["graph_paths"]
+    assert g["rounds"] == 3 and len(g["grouped_all_s"]) == len(g["slot_first_all_s"]) == 3
+    assert g["grouped_s"] > 0 and g["slot_first_s"] > 0
+    assert g["speedup"] == pytest.approx(g["grouped_s"] / g["slot_first_s"])
