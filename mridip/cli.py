@@ -211,7 +211,13 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "latent": a.latent,
         "admm_iters": a.admm,
         "warm_start_steps": a.warm_start,
+        "warm_start_from": a.warm_start_from,
         "final": a.final,
+        "ema": a.ema,
+        "tv_weight": a.tv_weight,
+        "code_noise": a.code_noise,
+        "stop_margin": a.stop_margin,
+        "mask_support": a.mask_support,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -532,7 +538,34 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--latent", default=None, help="helix | circle | line | cardiac_resp | ...")
         g.add_argument("--admm", type=int, default=None, help="GIP's ADMM refinement iterations")
         g.add_argument(
-            "--warm-start", type=int, default=None, help="pretrain steps towards CG-SENSE"
+            "--warm-start", type=int, default=None, help="pretrain steps towards a CS image"
+        )
+        g.add_argument(
+            "--warm-start-from",
+            choices=["cgsense", "tv", "lps"],
+            default=None,
+            help="the CS image the warm start pretrains towards (default cgsense)",
+        )
+        g.add_argument(
+            "--ema", type=float, default=None, help="return a moving average of the output (decay)"
+        )
+        g.add_argument(
+            "--tv-weight", type=float, default=None, help="temporal TV in the loss (tv's λ units)"
+        )
+        g.add_argument(
+            "--code-noise", type=float, default=None, help="noise on the input codes (relative)"
+        )
+        g.add_argument(
+            "--stop-margin",
+            type=float,
+            default=None,
+            help="relative held-out improvement that keeps the fit going",
+        )
+        g.add_argument(
+            "--mask-support",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="zero the image where no coil sees (default on)",
         )
         g.add_argument(
             "--final",

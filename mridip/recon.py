@@ -33,6 +33,7 @@ from mridip.sampling import holdout_weights
 from mridip.solvers import (
     conjugate_gradient,
     data_scale,
+    finite_difference,
     mean_eigenvalue,
     operator_gains,
     regularization_scale,
@@ -365,8 +366,7 @@ class Reconstructor:
             s = regularization_scale(self.rhs_fit, mean_gain, max_gain)
             total = float(self.yy_fit.sum())
             self._tv_lam = 2 * self.config.tv_weight * s / max(total, 1e-30)
-        dt = x[1:] - x[:-1]
-        return self._tv_lam * dt.abs().sum()
+        return self._tv_lam * finite_difference(x, dim=0).abs().sum()
 
     def _residual(self, op, rhs, yy, x, frames=None) -> torch.Tensor:
         """Relative residual ``‖Ax − y‖²_W / ‖y‖²_W`` (differentiable in ``x``)."""

@@ -138,3 +138,35 @@ def test_final_choices_match_the_fit_config(tmp_path, capsys, radial_cine):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--final" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
+    """The levers' flags become FitConfig fields; a value FitConfig refuses gets one line, exit 2,
+    and no output folder; ``--warm-start-from`` lists FitConfig's own choices."""
+    from mridip.cli import _method_options, build_parser
+    from mridip.recon import WARM_START_TARGETS, FitConfig
+
+    args = ["recon", "x.h5", "-o", "o", "--method", "mridip", "--ema", "0.9", "--tv-weight"]
+    a = build_parser().parse_args([*args, "0.05", "--no-mask-support", "--warm-start-from", "tv"])
+    opts = _method_options(a)
+    cfg = FitConfig(**{k: opts[k] for k in ("ema", "tv_weight", "mask_support", "warm_start_from")})
+    assert (cfg.ema, cfg.tv_weight, cfg.mask_support, cfg.warm_start_from) == (
+        0.9,
+        0.05,
+        False,
+        "tv",
+    )
+    assert (
+        _method_options(build_parser().parse_args(args[:6] + ["--code-noise", "0.1"])).get(
+            "mask_support"
+        )
+        is None
+    )  # not given: the FitConfig default (on) applies
+    recon = build_parser()._subparsers._group_actions[0].choices["recon"]
+    (ws,) = [x for x in recon._actions if "--warm-start-from" in x.option_strings]
+    assert tuple(ws.choices) == WARM_START_TARGETS
+    code, _, err = run(
+        ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--ema", "1.5"], capsys
+    )
+    assert code == 2 and "ema" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
