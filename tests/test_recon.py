@@ -222,8 +222,6 @@ def test_auto_final_keeps_the_step_only_where_the_held_out_samples_favour_it(tin
     assert evaluate(dc.fit().image, truth)["psnr"] < evaluate(res.image, truth)["psnr"] - 3
 
 
-
-
 # -- issue 20: levers of the fit ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_support(tiny):

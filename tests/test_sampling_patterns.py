@@ -26,6 +26,7 @@ def test_spiral_shape_range_and_rotation():
     assert not torch.allclose(traj[0], traj[1])
     same, _ = sampling.spiral_trajectory(n, 3, 2, rotation="none")
     assert torch.equal(same[0], same[1])
+
     # variable density: an Archimedean spiral has a quarter of its samples inside half the
     # radius (arc length grows as |k|²); density 1.5 has clearly more there
     def inner(a):
