@@ -110,6 +110,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--steps", type=int, default=None, help="DIP step limit (default: theirs)")
+    ap.add_argument("--cs", default=",".join(CS_METHODS), help="CS methods to compare ('' none)")
     ap.add_argument("--no-sweep", action="store_true", help="CS methods at their default only")
     ap.add_argument("--out", default="out/ablation")
     a = ap.parse_args()
@@ -139,7 +140,7 @@ def main() -> None:
         if (ds, "zf", 0) not in done:
             results.append({"dataset": ds, "method": "zf", "coverage": inside} | row_of(zf, truth))
             save()
-        for m in CS_METHODS:
+        for m in filter(None, a.cs.split(",")):
             if (ds, m, 0) in done:
                 continue
             rec = reconstruct(scan.kspace, m, maps)

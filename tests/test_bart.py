@@ -136,7 +136,7 @@ def test_tv_matches_bart_pics(request, kind):
 
 @needs_bart
 def test_bart_method_and_failures(cartesian):
-    rec = mridip.reconstruct(cartesian.kspace, "bart", cartesian.maps, iters=5)
+    rec = mridip.reconstruct(cartesian.kspace, "bart", cartesian.maps, iters=5, lam=TV_LAM)
     assert rec.image.shape == (6, 32, 32)
     assert rec.config["bart_version"].startswith("v") and rec.config["lam"] == TV_LAM
     with pytest.raises(ConfigError, match="Unrecognized regularization"):
