@@ -52,6 +52,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "admm": {"admm_iters": 6},
     "noise": {"code_noise": 0.05},
     "margin": {"stop_margin": 0.01, "patience": 200},
+    # the low-rank generator (a preset of its own): rank 4 / 8, MLP or free temporal bases
+    "lr": {"method": "lrdip"},
+    "lr-r8": {"method": "lrdip", "rank": 8},
+    "lr-free": {"method": "lrdip", "temporal": "free"},
+    "lr-tv": {"method": "lrdip", "tv_weight": 0.03},
+    "lr-admm": {"method": "lrdip", "admm_iters": 6},
 }
 CS_METHODS = ("tv", "lps", "wavelet")
 SWEEP = (0.1, 0.3, 1.0, 3.0, 10.0)  # factors of the default weight
@@ -162,14 +168,15 @@ def main() -> None:
             print(ds, m, row, flush=True)
         for seed in (int(s) for s in a.seeds.split(",")):
             for v in filter(None, a.variants.split(",")):
-                name = f"mridip[{v}]"
+                name = f"{VARIANTS[v].get('method', 'mridip')}[{v}]"
                 if (ds, name, seed) in done:
                     continue
                 opts = dict(VARIANTS[v], progress=False)
+                method = opts.pop("method", "mridip")
                 if ds == "perfusion" or ds == "pincat":
                     opts.setdefault("latent", "line")
                 t0 = time.perf_counter()
-                rec = reconstruct(scan.kspace, "mridip", maps, seed=seed, iters=a.steps, **opts)
+                rec = reconstruct(scan.kspace, method, maps, seed=seed, iters=a.steps, **opts)
                 row = row_of(rec, truth, dataset=ds, method=name, seed=seed)
                 row["wall"] = round(time.perf_counter() - t0, 1)
                 results.append(row)

@@ -46,6 +46,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         acceleration=a.acceleration,
         noise=a.noise,
         seed=a.seed,
+        texture=a.texture,
         position_mm=a.position,
         read_dir=a.read_dir,
         phase_dir=a.phase_dir,
@@ -591,6 +592,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--acceleration", type=float, default=8.0, help="R (Cartesian)")
     s.add_argument("--noise", type=float, default=0.01, help="k-space noise σ, truth peak = 1")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--texture",
+        type=float,
+        default=0.0,
+        help="static tissue texture of the cine phantom, relative amplitude 0-1 (default 0: "
+        "piecewise constant)",
+    )
     s.add_argument(
         "--position",
         type=_vec3,

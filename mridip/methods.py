@@ -326,7 +326,17 @@ FIT_OPTIONS = (
     "channels_last",
 )
 #: Options that go to the generator (:func:`mridip.models.build_generator`).
-GENERATOR_OPTIONS = ("latent", "cycles", "period", "resp_period", "width", "k", "knn_every")
+GENERATOR_OPTIONS = (
+    "latent",
+    "cycles",
+    "period",
+    "resp_period",
+    "width",
+    "k",
+    "knn_every",
+    "rank",
+    "temporal",
+)
 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
@@ -374,6 +384,7 @@ def _register_dip() -> None:
         "tddip": "time-dependent DIP: time manifold → MapNet → shared CNN decoder (Yoo 2021)",
         "gip": "graph image prior: per-frame CNNs → graph network over frames (Li 2024)",
         "mridip": "time manifold + MapNet → per-frame CNNs → graph network over frames (default)",
+        "lrdip": "low-rank DIP: CNN spatial bases × MLP temporal coefficients of the time manifold",
     }
     for name, text in descriptions.items():
         register(MethodSpec(name, _run_dip(name), text, "dip", default_iters=_dip_default_steps()))

@@ -120,12 +120,32 @@ def _body(yy, xx, edge):
     return img
 
 
+def tissue_texture(matrix: tuple[int, int], length: float = 0.02, seed: int = 0) -> torch.Tensor:
+    """A smooth random field over the FOV: zero mean, unit standard deviation, float64.
+
+    White Gaussian noise low-pass filtered with a Gaussian whose correlation length is
+    ``length`` (a fraction of the FOV), so the same seed and length give the same texture, as
+    finely resolved as the grid allows, at any matrix. The texture of real tissue (fat, muscle
+    fibres, trabeculae) that piecewise-constant phantoms lack and TV favours.
+    """
+    ny, nx = matrix
+    gen = torch.Generator().manual_seed(seed + 7919)
+    noise = torch.randn((ny, nx), generator=gen, dtype=torch.float64)
+    fy = torch.fft.fftfreq(ny, dtype=torch.float64)[:, None] * ny  # cycles per FOV
+    fx = torch.fft.fftfreq(nx, dtype=torch.float64)[None, :] * nx
+    filt = torch.exp(-2 * (math.pi * length) ** 2 * (fy**2 + fx**2))
+    field = torch.fft.ifft2(torch.fft.fft2(noise) * filt).real
+    field = field - field.mean()
+    return field / field.std().clamp(min=1e-30)
+
+
 def cine_phantom(
     matrix: tuple[int, int] = (64, 64),
     n_frames: int = 12,
     rr_interval: float = 1.0,
     phase_strength: float = 1.0,
     seed: int = 0,
+    texture: float = 0.0,
 ) -> Phantom:
     """A beating-heart cine over one cardiac cycle (periodic: frame ``T`` would equal frame 0).
 
@@ -143,7 +163,10 @@ def cine_phantom(
     phase_strength
         Amplitude of the smooth background phase (0 for a real image).
     seed
-        Seed of the background phase.
+        Seed of the background phase and the texture.
+    texture
+        Relative amplitude of a texture (:func:`tissue_texture`) that multiplies the static
+        tissue around the heart (0: the piecewise-constant phantom).
     """
     yy, xx = _grid(matrix)
     edge = 1.2 / max(matrix)
@@ -162,6 +185,8 @@ def cine_phantom(
     )
     heart = myo_outer.clamp(max=1)
     body = _body(yy, xx, edge)
+    if texture:  # the static tissue only; the heart and its blood pools stay smooth
+        body = body * (1 + texture * tissue_texture(matrix, seed=seed)).clamp(min=0)
     mag = body * (1 - heart) * (1 - rv) + 0.35 * heart + 0.65 * lv + 0.9 * rv * (1 - heart)
     mag = mag - 0.4 * papillary * lv
     mag = mag.clamp(min=0)

@@ -41,6 +41,8 @@ from mridip.solvers import (
 
 #: Choices of :attr:`FitConfig.final`.
 FINAL_STEPS = ("auto", "dc", "refit", "none")
+#: Choices of :attr:`FitConfig.lr_schedule`.
+LR_SCHEDULES = ("steps", "plateau")
 #: Choices of :attr:`FitConfig.warm_start_from`.
 WARM_START_TARGETS = ("cgsense", "tv", "lps")
 
@@ -54,7 +56,15 @@ class FitConfig:
     max_steps
         Upper bound of Adam steps (the stopping rule usually ends the fit earlier).
     lr
-        Adam learning rate; halved at ``lr_halve_at`` fractions of ``max_steps``.
+        Adam learning rate; halved at ``lr_halve_at`` fractions of ``max_steps``
+        (``lr_schedule="steps"``) or when the held-out residual stalls (``"plateau"``).
+    lr_schedule
+        ``"steps"``: halve at fixed fractions of ``max_steps``. ``"plateau"`` (needs a
+        hold-out): halve the rate when the held-out residual has not improved (by
+        ``stop_margin``) for ``patience`` steps, at most ``plateau_halvings`` times; the next
+        stall stops the fit. The fit then ends when it has converged, whatever ``max_steps``.
+    plateau_halvings
+        Halvings of the ``"plateau"`` schedule before a stall stops the fit.
     frames_per_step
         Fit a random subset of this many frames per step (None: all frames). Subsets are drawn
         without replacement within an epoch, so every frame is visited once per epoch.
@@ -126,6 +136,8 @@ class FitConfig:
     max_steps: int = 1500
     lr: float = 5e-3
     lr_halve_at: tuple[float, ...] = (0.5, 0.75)
+    lr_schedule: str = "steps"
+    plateau_halvings: int = 2
     frames_per_step: int | None = None
     density_weighted: bool = True
     holdout: float = 0.05
@@ -177,6 +189,12 @@ class FitConfig:
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, not {self.lr_schedule!r}"
+            )
+        if self.plateau_halvings < 0:
+            raise ConfigError(f"plateau_halvings must be ≥ 0, got {self.plateau_halvings}")
         if self.admm_iters < 0 or self.admm_patience < 1:
             raise ConfigError("admm_iters must be ≥ 0 and admm_patience ≥ 1")
 
@@ -540,8 +558,11 @@ class Reconstructor:
             keep_freed_memory()  # no page faults on the step's large buffers (see _allocator)
         gen = self.generator
         opt = torch.optim.Adam(gen.parameters(), lr=c.lr)
-        milestones = sorted({max(1, int(f * c.max_steps)) for f in c.lr_halve_at})
+        plateau = c.lr_schedule == "plateau" and self.op_val is not None
+        fractions = () if plateau else c.lr_halve_at
+        milestones = sorted({max(1, int(f * c.max_steps)) for f in fractions})
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.5)
+        halvings = 0  # of the plateau schedule
         hist: dict[str, list[float]] = {
             "step": [],
             "loss": [],
@@ -567,6 +588,7 @@ class Reconstructor:
                 state["best_state"],
             )
             gain_val, gain_step = state["gain_val"], state["gain_step"]
+            halvings = state.get("halvings", 0)
             self._ema = state["ema"]
             self._noise_rng.set_state(state["noise_rng"])
             start = state["step"]
@@ -637,7 +659,14 @@ class Reconstructor:
                             best=best_step,
                             refresh=False,
                         )
-                    if step >= c.min_steps and step - gain_step >= c.patience:
+                    stalled = step >= c.min_steps and step - gain_step >= c.patience
+                    if stalled and plateau and halvings < c.plateau_halvings:
+                        halvings += 1
+                        for group in opt.param_groups:
+                            group["lr"] *= 0.5
+                        gain_step = step  # a new stall is counted from here
+                        hist.setdefault("lr_halved_at", []).append(step)
+                    elif stalled:
                         stopped = True
                         break
                 if bar is not None:
@@ -663,6 +692,7 @@ class Reconstructor:
                             "best_state": best_state,
                             "gain_val": gain_val,
                             "gain_step": gain_step,
+                            "halvings": halvings,
                             "ema": self._ema,
                             "noise_rng": self._noise_rng.get_state(),
                             "step": step,
@@ -685,6 +715,7 @@ class Reconstructor:
             "steps_run": step,
             "stopped_early": stopped,
             "best_val_residual": best_val,
+            "lr_halvings": halvings if plateau else len(milestones),
             "data_scale": self.scale,
         }
         with torch.no_grad():

@@ -39,6 +39,7 @@ class SimulationConfig:
     acceleration: float = 8.0
     noise: float = 0.01
     seed: int = 0
+    texture: float = 0.0
     fov_mm: float = 300.0
     tr_ms: float = 3.0
     position_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -49,6 +50,10 @@ class SimulationConfig:
         """Raise :class:`ConfigError` on impossible settings."""
         if self.kind not in ("cine", "perfusion"):
             raise ConfigError(f"--kind must be cine or perfusion, not {self.kind!r}")
+        if not (0 <= self.texture <= 1):
+            raise ConfigError(f"--texture must be between 0 and 1, got {self.texture}")
+        if self.texture and self.kind != "cine":
+            raise ConfigError("--texture is for --kind cine")
         if self.trajectory not in ("radial", "cartesian"):
             raise ConfigError(f"--trajectory must be radial or cartesian, not {self.trajectory!r}")
         if not 8 <= self.matrix <= 512:
@@ -122,8 +127,10 @@ def simulate(config: SimulationConfig, images: torch.Tensor | None = None) -> Si
             )
         ph = phantoms.from_images(images, fine, seed=config.seed)
     else:
-        make = phantoms.cine_phantom if config.kind == "cine" else phantoms.perfusion_phantom
-        ph = make(fine, t, seed=config.seed)
+        if config.kind == "cine":
+            ph = phantoms.cine_phantom(fine, t, seed=config.seed, texture=config.texture)
+        else:
+            ph = phantoms.perfusion_phantom(fine, t, seed=config.seed)
     maps_fine = phantoms.coil_maps(fine, c, seed=config.seed)
     # band-limited truth and maps at the recon matrix: crop the centre of the fine k-space
     lo = n // 2

@@ -129,6 +129,7 @@ _METHOD_KEYS: dict[str, tuple[str, Any]] = {
     "iters": ("int", None),
     "options": ("table", {}),
     "grid": ("table", {}),
+    "datasets": ("list[str]", None),
 }
 
 
@@ -325,7 +326,10 @@ def _expand_method(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
         if iters is not None and iters < 1:
             raise ConfigError(f"{where}.iters: must be ≥ 1, got {iters}")
         label = base + "".join(f" {k}={_fmt(v)}" for k, v in zip(keys, combo, strict=True))
-        out.append({"method": name, "label": label, "iters": iters, "options": opts})
+        entry = {"method": name, "label": label, "iters": iters, "options": opts}
+        if m["datasets"] is not None:  # only then, so that older cells keep their ids
+            entry["datasets"] = list(m["datasets"])
+        out.append(entry)
     return out
 
 
@@ -429,11 +433,18 @@ def parse_study(doc: dict[str, Any], source: str | None = None) -> StudyConfig:
     methods: list[dict[str, Any]] = []
     for i, raw in enumerate(doc["method"]):
         where = f"method[{i}]"
-        methods.extend(_expand_method(_check_table(raw, _METHOD_KEYS, where), where))
-    labels = [m["label"] for m in methods]
-    for lab in labels:
-        if labels.count(lab) > 1:
-            raise ConfigError(f"method: label {lab!r} is used twice; give each a label")
+        m = _check_table(raw, _METHOD_KEYS, where)
+        for name in m["datasets"] or []:
+            if name not in names:
+                raise ConfigError(f"{where}.datasets: no dataset named {name!r}")
+        methods.extend(_expand_method(m, where))
+    # a label names one method entry per dataset: two entries may share it when they apply to
+    # different datasets (e.g. one option for the cines, another for a perfusion series)
+    for d in names:
+        here = [m["label"] for m in methods if m.get("datasets") is None or d in m["datasets"]]
+        for lab in here:
+            if here.count(lab) > 1:
+                raise ConfigError(f"method: label {lab!r} is used twice; give each a label")
     return StudyConfig(
         name=st["name"],
         seeds=st["seeds"],
@@ -652,6 +663,8 @@ def expand_cells(cfg: StudyConfig) -> list[dict[str, Any]]:
             }
             for level in s[level_key]:
                 for m in cfg.methods:
+                    if m.get("datasets") is not None and d["name"] not in m["datasets"]:
+                        continue
                     for seed in cfg.seeds:
                         cell = {
                             "version": CELL_VERSION,

@@ -10,7 +10,7 @@ from mridip.metrics import evaluate
 from mridip.preprocess import load
 from mridip.simulate import SimulationConfig, simulate, write_simulation
 
-PRESETS = ("dip", "tddip", "gip", "mridip")
+PRESETS = ("dip", "tddip", "gip", "mridip", "lrdip")
 CASES = {
     "radial_cine": {"kind": "cine", "trajectory": "radial", "spokes": 7},
     "radial_perfusion": {"kind": "perfusion", "trajectory": "radial", "spokes": 7},
@@ -36,7 +36,7 @@ def psnr(tmp_path_factory):
             kw: dict = {}
             if method in PRESETS:
                 kw = {"iters": STEPS, "progress": False}
-                if case == "radial_perfusion" and method in ("tddip", "mridip"):
+                if case == "radial_perfusion" and method in ("tddip", "mridip", "lrdip"):
                     kw["latent"] = "line"  # no periodicity in a contrast passage
             torch.manual_seed(0)
             rec = reconstruct(scan.kspace, method, scan.maps, **kw)

@@ -20,7 +20,7 @@ from mridip.simulate import SimulationConfig, simulate, write_simulation
 
 PRESET_NAMES = list(PRESETS)
 #: small widths so that every preset fits a few steps in about a second on two cores
-WIDTH = {"dip": 8, "tddip": 8, "gip": 4, "mridip": 8}
+WIDTH = {"dip": 8, "tddip": 8, "gip": 4, "mridip": 8, "lrdip": 8}
 
 
 @pytest.fixture(scope="module")

@@ -460,3 +460,34 @@ def test_presets_on_cuda_match_cpu(name: str) -> None:
     g.train()
     g().abs().pow(2).mean().backward()
     assert all(p.grad is not None for p in g.parameters())
+
+
+def test_lrdip_series_has_the_rank_it_is_built_with() -> None:
+    """The Casorati matrix (frames × voxels) of ``lrdip`` has rank ``r``: its singular values
+    beyond the ``r``-th vanish, and the image is the product of the two bases it names."""
+    g = build_generator("lrdip", matrix=(24, 24), frame_times=_times(8), rank=3)
+    with torch.no_grad():
+        x = g()
+        s = torch.linalg.svdvals(x.reshape(8, -1))
+        assert s[2] > 1e-3 * s[0]
+        assert s[3:].max() < 1e-5 * s[0]
+        u, v = g.spatial_bases(), g.temporal_bases()
+    assert u.shape == (3, 24, 24) and v.shape == (8, 3)
+    torch.testing.assert_close(x, torch.einsum("br,rhw->bhw", v, u))
+
+
+def test_lrdip_rank_default_and_free_coefficients() -> None:
+    from mridip.models.generators import default_rank
+
+    assert [default_rank(n) for n in (1, 3, 8, 16, 20, 40)] == [1, 3, 8, 8, 10, 16]
+    g = build_generator("lrdip", matrix=(16, 16), frame_times=_times(5), temporal="free", rank=9)
+    assert g.rank == 5  # clipped to the frames
+    # the free coefficients are the fitted parameter itself: a frame's row moves only its frame
+    with torch.no_grad():
+        before = g()
+        g.temporal.weight[2].add_(1.0)
+        after = g()
+    changed = (after - before).abs().flatten(1).amax(1) > 0
+    assert changed.tolist() == [False, False, True, False, False]
+    with pytest.raises(ConfigError, match="temporal"):
+        build_generator("lrdip", matrix=(16, 16), frame_times=_times(5), temporal="spline")

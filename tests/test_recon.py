@@ -361,8 +361,43 @@ def test_code_noise_is_seeded_and_changes_the_fit(tiny):
 
 
 @pytest.mark.parametrize(
-    "kw", [{"ema": 1.0}, {"tv_weight": -1.0}, {"warm_start_from": "bart"}, {"admm_patience": 0}]
+    "kw",
+    [
+        {"ema": 1.0},
+        {"tv_weight": -1.0},
+        {"warm_start_from": "bart"},
+        {"admm_patience": 0},
+        {"lr_schedule": "cosine"},
+        {"plateau_halvings": -1},
+    ],
 )
 def test_bad_lever_settings_are_refused(kw):
     with pytest.raises(ConfigError):
         FitConfig(**kw).check()
+
+
+def test_plateau_schedule_halves_the_rate_on_stalls_then_stops(tiny):
+    """``lr_schedule="plateau"``: every stall of ``patience`` steps halves the learning rate (up
+    to ``plateau_halvings`` times) and the next stall stops the fit, well before ``max_steps``;
+    the best weights are kept."""
+    kw = dict(max_steps=5000, min_steps=1, eval_every=5, patience=15, final="none", lr=1e-2)
+    cfg = FitConfig(**kw, lr_schedule="plateau", plateau_halvings=2, stop_margin=0.02)
+    res = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False).fit()
+    hist = res.history
+    assert res.stopped_early and res.info["steps_run"] < 5000
+    assert res.info["lr_halvings"] == 2 and len(hist["lr_halved_at"]) == 2
+    first, second = hist["lr_halved_at"]
+    lr = dict(zip(hist["step"], hist["lr"], strict=True))
+    # halved after the evaluation of the stalled step: from the next step on
+    assert lr[first] == pytest.approx(1e-2) and lr[first + 1] == pytest.approx(5e-3)
+    assert lr[second + 1] == pytest.approx(2.5e-3) and hist["lr"][-1] == pytest.approx(2.5e-3)
+    # the stall that stopped it came after the second halving, counted from there
+    assert res.info["steps_run"] >= second + 15
+    vals = hist["val_residual"]
+    assert res.best_step == hist["val_step"][vals.index(min(vals))]
+
+
+def test_plateau_schedule_without_a_hold_out_keeps_the_fixed_steps(tiny):
+    cfg = FitConfig(max_steps=8, holdout=0.0, lr_schedule="plateau", final="none")
+    res = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False).fit()
+    assert res.history["lr"][-1] == pytest.approx(cfg.lr / 4)  # halved at 4 and 6

@@ -386,6 +386,45 @@ def test_dip_fitconfig_fields_are_options(tmp_path):
         study.parse_study(doc)
 
 
+def test_method_entries_can_apply_to_some_datasets(tmp_path):
+    """``datasets`` on a method entry: its cells exist for those datasets only, so one label can
+    carry per-dataset options (a perfusion series' time manifold); a label still names one entry
+    per dataset, and an unknown dataset is refused by name."""
+    doc = {
+        "dataset": [
+            {"name": "cine", "kind": "phantom", "matrix": 32, "frames": 2},
+            {"name": "perf", "kind": "phantom", "phantom": "perfusion", "matrix": 32, "frames": 2},
+        ],
+        "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+        "method": [
+            {"method": "zf"},
+            {"method": "tddip", "label": "tddip", "datasets": ["cine"]},
+            {
+                "method": "tddip",
+                "label": "tddip",
+                "datasets": ["perf"],
+                "options": {"latent": "line"},
+            },
+        ],
+    }
+    cells = study.expand_cells(study.parse_study(doc))
+    got = sorted(
+        (c["dataset"]["name"], c["method"]["label"], str(c["method"]["options"])) for c in cells
+    )
+    assert got == [
+        ("cine", "tddip", "{}"),
+        ("cine", "zf", "{}"),
+        ("perf", "tddip", "{'latent': 'line'}"),
+        ("perf", "zf", "{}"),
+    ]
+    doc["method"][1]["datasets"] = ["cine", "perf"]
+    with pytest.raises(ConfigError, match="label 'tddip' is used twice"):
+        study.parse_study(doc)
+    doc["method"][1]["datasets"] = ["lungs"]
+    with pytest.raises(ConfigError, match=r"method\[1\].datasets: no dataset named 'lungs'"):
+        study.parse_study(doc)
+
+
 def test_local_worker_processes(tmp_path):
     text = """
 [study]
