@@ -219,6 +219,8 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
         "mask_support": a.mask_support,
+        "lr_schedule": a.lr_schedule,
+        "rank": a.rank,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -561,6 +563,16 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="relative held-out improvement that keeps the fit going",
+        )
+        g.add_argument(
+            "--lr-schedule",
+            choices=["steps", "plateau"],
+            default=None,
+            help="halve the learning rate at fixed steps, or when the held-out residual stalls "
+            "(plateau: stops once converged)",
+        )
+        g.add_argument(
+            "--rank", type=int, default=None, help="lrdip: rank of the series (default: frames ≤ 8)"
         )
         g.add_argument(
             "--mask-support",

@@ -373,6 +373,7 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
         )
         res = rec.fit(resume=bool(opts.get("resume", False)))
         info = dict(res.info, parameters=generator.param_count(), preset=preset, **gen_kw)
+        info["iters"] = config.max_steps  # the step limit it ran with (presets set their own)
         return MethodOutput(res.image, res.history, info)
 
     return run
@@ -391,7 +392,8 @@ def _register_dip() -> None:
 
 
 def _dip_default_steps() -> int:
-    """Default step limit of the DIP fits (kept in one place: :class:`mridip.recon.FitConfig`)."""
+    """Default step limit of the DIP fits (a preset may set its own: the fit records the limit
+    it ran with as ``iters``)."""
     return FitConfig().max_steps
 
 

@@ -104,6 +104,7 @@ _DATASET_KEYS: dict[str, tuple[str, Any]] = {
     "coils": ("int", 8),
     "coil_width": ("float", 0.9),
     "phase": ("float", 1.0),
+    "texture": ("float", 0.0),
     "noise": ("float", 0.01),
     "maps": ("str", None),
     "slice": ("int", 0),
@@ -380,6 +381,11 @@ def parse_study(doc: dict[str, Any], source: str | None = None) -> StudyConfig:
                 raise ConfigError(f"{where}.phantom: must be cine or perfusion")
             d["matrix"] = d["matrix"] or 64
             d["frames"] = d["frames"] or 12
+        cine = d["kind"] == "phantom" and d["phantom"] == "cine"
+        if not 0 <= d["texture"] <= 1 or (d["texture"] and not cine):
+            raise ConfigError(f"{where}.texture: between 0 and 1, for the cine phantom only")
+        if not d["texture"]:
+            del d["texture"]  # absent unless used: the cells of older studies keep their ids
         if d["matrix"] is not None and not 8 <= d["matrix"] <= 512:
             raise ConfigError(f"{where}.matrix: must be between 8 and 512, got {d['matrix']}")
         if d["frames"] is not None and d["frames"] < 1:
@@ -549,8 +555,13 @@ def _object(d: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     n = d["matrix"]
     fine = (2 * n, 2 * n)
     if d["kind"] == "phantom":
-        make = phantoms.cine_phantom if d["phantom"] == "cine" else phantoms.perfusion_phantom
-        ph = make(fine, d["frames"], phase_strength=d["phase"], seed=0)
+        if d["phantom"] == "cine":
+            tex = d.get("texture", 0.0)
+            ph = phantoms.cine_phantom(
+                fine, d["frames"], phase_strength=d["phase"], seed=0, texture=tex
+            )
+        else:
+            ph = phantoms.perfusion_phantom(fine, d["frames"], phase_strength=d["phase"], seed=0)
         return ph.image, ph.frame_times
     arr = _read_images(d)
     x = torch.from_numpy(np.ascontiguousarray(arr))

@@ -170,3 +170,12 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     )
     assert code == 2 and "ema" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+    a = build_parser().parse_args([*args[:6], "--lr-schedule", "plateau", "--rank", "3"])
+    assert {k: _method_options(a)[k] for k in ("lr_schedule", "rank")} == {
+        "lr_schedule": "plateau",
+        "rank": 3,
+    }
+    code, _, err = run(
+        ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys
+    )
+    assert code == 2 and "no option rank" in err and err.count("\n") == 1

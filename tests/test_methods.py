@@ -74,3 +74,23 @@ def test_cgsense_lambda_is_relative_to_the_operator(cine):
     assert float((b * 10 - a).norm() / a.norm()) < 1e-3
     plain = cg_sense(cine.kspace, cine.maps, iters=8, lam=0.0).image
     assert float((plain - a).norm() / a.norm()) > 1e-2  # λ = 0.5 does act
+
+
+def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkeypatch):
+    """``lrdip`` runs up to 5000 steps unless ``iters`` says otherwise (its fit_defaults); the
+    other presets up to FitConfig's 1500; the recorded ``iters`` is the limit the fit ran with."""
+    from mridip import recon
+
+    seen = []
+
+    def fake_fit(self, resume=False):
+        seen.append(self.config.max_steps)
+        t = self.kspace.n_frames
+        image = torch.zeros((t, *self.kspace.matrix), dtype=torch.complex64)
+        return recon.FitResult(image, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps).config["iters"] == 5000
+    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, iters=30).config["iters"] == 30
+    assert mridip.reconstruct(cine.kspace, "tddip", cine.maps).config["iters"] == 1500
+    assert seen == [5000, 30, 1500]

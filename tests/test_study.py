@@ -317,6 +317,10 @@ BAD = [
     ("[study]\nseeds = 'zero'\n", "study.seeds: expected a non-empty list of integers"),
     ("[[dataset]]\nname = 'a'\nkind = 'phantom'\ncoils = 'eight'\n", "dataset[0].coils"),
     ("[[method]]\nmethod = 'magic'\n", "method[0].method: unknown method 'magic'"),
+    (
+        "[[dataset]]\nname = 'p'\nkind = 'phantom'\nphantom = 'perfusion'\ntexture = 0.2\n",
+        "dataset[0].texture: between 0 and 1, for the cine phantom only",
+    ),
     ("[[method]]\nmethod = 'tv'\noptions = { lamda = 1 }\n", "method[0].options.lamda"),
     ("[[sampling]]\nname = 's'\npattern = 'radial'\naccelerations = [2]\n", "sampling[0].pattern"),
     (
