@@ -642,11 +642,12 @@ def fit_step_benchmark(
     warm-up step. On the CPU, freed memory stays in the heap as in a fit
     (:func:`mridip._allocator.keep_freed_memory`).
 
-    A preset with per-slot graph convolutions (``mridip``) is also timed with its earlier
-    grouped-convolution path (:func:`mridip.models.graph.use_slot_first`), the two paths
-    alternating step by step for ``max(repeats, 3)`` rounds on the same weights; its row gets
-    ``graph_paths``: the median seconds of each and the speed-up (medians, since on a shared
-    machine one slow step is common).
+    A preset with per-slot graph convolutions (``mridip``) is also timed with the earlier
+    code (:func:`mridip.models.graph.use_fast_paths` off: grouped graph convolutions, plain
+    autograd of the per-frame convolutions) against the fast paths, the two alternating step by
+    step for ``max(repeats, 3)`` rounds on the same weights; its row gets ``graph_paths``: the
+    median seconds of each (``old_s``, ``new_s``), the speed-up, every step's time and the load
+    average before and after (medians, since on a shared machine one slow step is common).
     """
     import torchkbnufft as tkbn
 
@@ -709,27 +710,30 @@ def _has_slot_paths(gen: torch.nn.Module) -> bool:
 def _graph_paths(
     gen: torch.nn.Module, step: Callable[[], Any], device: torch.device, rounds: int
 ) -> dict[str, Any]:
-    """Median step time with the slot-first and the grouped graph convolutions, interleaved."""
+    """Median step time of the earlier code (old) and the fast paths (new), interleaved."""
     import statistics
 
-    from mridip.models.graph import use_slot_first
+    from mridip.models.graph import use_fast_paths
 
     times: dict[bool, list[float]] = {False: [], True: []}
+    load = [list(os.getloadavg())]
     try:
         for _ in range(rounds):
-            for slot_first in (False, True):
-                use_slot_first(gen, slot_first)
-                times[slot_first].append(_time(step, device, 1, warmup=0))
+            for fast in (False, True):
+                use_fast_paths(gen, fast)
+                times[fast].append(_time(step, device, 1, warmup=0))
     finally:
-        use_slot_first(gen, True)
-    grouped, slot = statistics.median(times[False]), statistics.median(times[True])
+        use_fast_paths(gen, True)
+    load.append(list(os.getloadavg()))
+    old, new = statistics.median(times[False]), statistics.median(times[True])
     return {
-        "grouped_s": grouped,
-        "slot_first_s": slot,
-        "speedup": grouped / slot,
+        "old_s": old,
+        "new_s": new,
+        "speedup": old / new,
         "rounds": rounds,
-        "grouped_all_s": times[False],
-        "slot_first_all_s": times[True],
+        "old_all_s": times[False],
+        "new_all_s": times[True],
+        "load_average": load,
     }
 
 
@@ -747,10 +751,12 @@ def _fit_section(quick: bool, device: str) -> dict[str, Any]:
         )
         if "graph_paths" in row:
             g = row["graph_paths"]
+            la = ", ".join(f"{v[0]:.1f}" for v in g["load_average"])
             print(
-                f"fit step {name:7s} graph convolutions slot-first {g['slot_first_s']:.3f} s vs "
-                f"grouped {g['grouped_s']:.3f} s (medians of {g['rounds']} interleaved), "
-                f"{g['speedup']:.2f}×"
+                f"fit step {name:7s} new (slot-first graph convolutions, split backward) "
+                f"{g['new_s']:.3f} s vs old (grouped, plain autograd) {g['old_s']:.3f} s "
+                f"(medians of {g['rounds']} interleaved), {g['speedup']:.2f}× "
+                f"(1-min load average before, after: {la})"
             )
     return r
 

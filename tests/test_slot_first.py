@@ -1,9 +1,10 @@
-"""mridip's per-slot graph convolutions: the slot-first path against a plain reference.
+"""mridip's fast CPU paths against plain references.
 
-The reference convolves every (target, slot) pair separately (what GIP's code does, frame by
-frame); the slot-first path (one batched convolution of every source with all slot weights,
-then a gather-sum) and the earlier grouped path must give the same image, and the slot-first
-path the same gradients.
+The graph convolutions' reference convolves every (target, slot) pair separately (what GIP's
+code does, frame by frame); the slot-first path (one batched convolution of every source with
+all slot weights, then a gather-sum as one product) and the earlier grouped path must give the
+same image, and the slot-first path the same gradients. The per-frame convolutions' split
+backward (weight gradient from NCHW copies) must give plain autograd's gradients.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ import torch
 import torch.nn.functional as F
 
 from mridip.models import build_generator
-from mridip.models.graph import NeighbourConv, cosine_knn, knn_edge_index, use_slot_first
+from mridip.models.cnn import PerFrameConv2d
+from mridip.models.graph import (
+    NeighbourConv,
+    cosine_knn,
+    knn_edge_index,
+    use_fast_paths,
+    use_slot_first,
+)
 
 
 def _reference_forward(self, x, edge_index, targets=None):
@@ -57,11 +65,14 @@ def mridip_gen():
     return gen
 
 
-def test_slot_first_matches_the_per_slot_reference_image_and_gradients(
+def test_fast_paths_match_the_per_slot_reference_image_and_gradients(
     mridip_gen, monkeypatch
 ) -> None:
-    use_slot_first(mridip_gen, True)
+    use_fast_paths(mridip_gen, True)
+    convs = [m for m in mridip_gen.modules() if isinstance(m, PerFrameConv2d)]
+    assert convs and all(m.split_backward for m in convs)
     y, grads = _fit_signals(mridip_gen)
+    use_fast_paths(mridip_gen, False)  # plain autograd for the per-frame convolutions
     with monkeypatch.context() as m:
         m.setattr(NeighbourConv, "forward", _reference_forward)
         y_ref, grads_ref = _fit_signals(mridip_gen)
@@ -74,13 +85,63 @@ def test_slot_first_matches_the_per_slot_reference_image_and_gradients(
         assert err < 1e-3, (name, err)
 
 
-def test_grouped_path_gives_the_same_image(mridip_gen) -> None:
-    use_slot_first(mridip_gen, True)
+def test_earlier_paths_give_the_same_image(mridip_gen) -> None:
+    use_fast_paths(mridip_gen, True)
     with torch.no_grad():
         new = mridip_gen()
-        use_slot_first(mridip_gen, False)
+        use_fast_paths(mridip_gen, False)
+        assert not any(m.slot_first for m in mridip_gen.modules() if isinstance(m, NeighbourConv))
         old = mridip_gen()
     torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("n_frames", "shared_base", "bias", "subset", "shared_input"),
+    [
+        (5, True, True, True, False),  # mridip's stage 1: base + per-frame part, frame subset
+        (5, False, False, False, False),  # GIP-like, no bias
+        (1, False, True, False, True),  # one weight set, one shared input (groups=1)
+    ],
+)
+def test_split_backward_matches_autograd(n_frames, shared_base, bias, subset, shared_input):
+    torch.manual_seed(2)
+    conv = PerFrameConv2d(n_frames, 3, 4, bias=bias, shared_base=shared_base, frame_scale=0.1)
+    with torch.no_grad():
+        for p in conv.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    frames = torch.tensor([0, 2, 4]) if subset else None
+    n = 3 if subset else 5
+    cin = 3 if shared_input else n * 3
+    x0 = torch.randn(1, cin, 9, 7).contiguous(memory_format=torch.channels_last)
+    g = torch.randn(1, n * 4, 9, 7)
+
+    def run(split: bool):
+        conv.split_backward = split
+        conv.zero_grad()
+        x = x0.clone().requires_grad_()
+        y = conv(x, frames, n)
+        y.backward(g)
+        grads = {k: p.grad.clone() for k, p in conv.named_parameters() if p.grad is not None}
+        return y.detach(), x.grad, grads
+
+    y, gx, grads = run(True)
+    y_ref, gx_ref, grads_ref = run(False)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-4, atol=1e-5)
+    assert grads.keys() == grads_ref.keys() and grads
+    for k, v in grads_ref.items():
+        torch.testing.assert_close(grads[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_split_backward_is_skipped_under_autocast_and_without_grad() -> None:
+    conv = PerFrameConv2d(2, 3, 4)
+    x = torch.randn(1, 6, 5, 5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert conv(x).grad_fn is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert "SplitBackward" not in type(y.grad_fn).__name__
+    assert "SplitBackward" in type(conv(x).grad_fn).__name__
 
 
 def test_use_slot_first_switches_only_per_slot_convolutions() -> None:
@@ -113,6 +174,7 @@ def test_fit_bench_times_both_graph_paths_side_by_side() -> None:
     )
     assert "graph_paths" not in r["presets"]["tddip"]
     g = r["presets"]["mridip"]["graph_paths"]
-    assert g["rounds"] == 3 and len(g["grouped_all_s"]) == len(g["slot_first_all_s"]) == 3
-    assert g["grouped_s"] > 0 and g["slot_first_s"] > 0
-    assert g["speedup"] == pytest.approx(g["grouped_s"] / g["slot_first_s"])
+    assert g["rounds"] == 3 and len(g["old_all_s"]) == len(g["new_all_s"]) == 3
+    assert g["old_s"] > 0 and g["new_s"] > 0
+    assert g["speedup"] == pytest.approx(g["old_s"] / g["new_s"])
+    assert len(g["load_average"]) == 2
