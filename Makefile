@@ -22,8 +22,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mridip demo --out $(OUT)
 
+# two worker processes, one torch thread each (the two cores of a small machine); a test file
+# stays on one worker, so its module fixtures (a Ray session, cached fits) are built once
 test: $(STAMP)
-	OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -q
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(VPY) -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VPY) -m ruff check mridip tests examples

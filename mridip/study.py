@@ -683,7 +683,8 @@ def expand_cells(cfg: StudyConfig) -> list[dict[str, Any]]:
                             "data_file": stamp,
                             "sampling": spec,
                             "level": {level_key: level},
-                            "method": m,
+                            # which datasets an entry applies to does not change its cells
+                            "method": {k: v for k, v in m.items() if k != "datasets"},
                             "seed": seed,
                             "device": cfg.device,
                         }

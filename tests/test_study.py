@@ -421,6 +421,14 @@ def test_method_entries_can_apply_to_some_datasets(tmp_path):
         ("perf", "tddip", "{'latent': 'line'}"),
         ("perf", "zf", "{}"),
     ]
+    # restricting an entry to some datasets does not change the cells it keeps
+    unrestricted = {**doc, "method": [{"method": "tddip", "label": "tddip"}]}
+    plain = {
+        c["dataset"]["name"]: c["id"] for c in study.expand_cells(study.parse_study(unrestricted))
+    }
+    assert plain["cine"] in {c["id"] for c in cells} and plain["perf"] not in {
+        c["id"] for c in cells
+    }
     doc["method"][1]["datasets"] = ["cine", "perf"]
     with pytest.raises(ConfigError, match="label 'tddip' is used twice"):
         study.parse_study(doc)
