@@ -715,7 +715,7 @@ class Reconstructor:
             "steps_run": step,
             "stopped_early": stopped,
             "best_val_residual": best_val,
-            "lr_halvings": halvings if plateau else len(milestones),
+            "lr_halvings": halvings if plateau else sum(m <= step for m in milestones),
             "data_scale": self.scale,
         }
         with torch.no_grad():
