@@ -22,7 +22,10 @@ never a NUFFT, and every frame is processed in one tensor.
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -124,6 +127,14 @@ class _Problem:
     lipschitz: float  # ‖AᴴWA‖ with a 2% margin
 
 
+#: ``operator_gains`` of prebuilt operators, by seed: a caller that solves many times with one
+#: operator (:mod:`mridip.lam`'s cross-validation fits) runs the 15 power iterations (15
+#: ``normal``\ s; L+S runs 50 in a solve) once, not once per solve.
+_GAINS: weakref.WeakKeyDictionary[DynamicSense, dict[tuple[int, tuple[int, ...]], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _setup(
     kspace: DynamicKSpace,
     maps: torch.Tensor,
@@ -133,7 +144,14 @@ def _setup(
 ) -> _Problem:
     op = operator or for_kspace(kspace, maps, density_weighted=density_weighted)
     rhs = op.weighted_adjoint(kspace.data)
-    mean_gain, max_gain = operator_gains(op.normal, rhs, seed=seed)
+    if operator is None:
+        mean_gain, max_gain = operator_gains(op.normal, rhs, seed=seed)
+    else:  # the gains depend on the operator, the seed and the unknown's shape only
+        known = _GAINS.setdefault(operator, {})
+        key = (seed, tuple(rhs.shape))
+        if key not in known:
+            known[key] = operator_gains(op.normal, rhs, seed=seed)
+        mean_gain, max_gain = known[key]
     s = regularization_scale(rhs, mean_gain, max_gain)
     return _Problem(op, rhs, s, mean_gain / max_gain, 1.02 * max_gain)
 
@@ -171,6 +189,7 @@ def total_variation(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
+    on_iter: Callable[[int, torch.Tensor], None] | None = None,
 ) -> MethodOutput:
     """Temporal (optionally plus spatial) total variation by ADMM.
 
@@ -209,6 +228,9 @@ def total_variation(
         A prebuilt operator for ``kspace``.
     seed
         Seed of the power iteration.
+    on_iter
+        Called after each ADMM iteration ``k`` (1-based) with ``k`` and the image series
+        ``(T, Ny, Nx)`` a run of ``k`` iterations returns (:mod:`mridip.lam` scores it).
 
     Returns
     -------
@@ -235,7 +257,7 @@ def total_variation(
     rho_abs = rho * lip
     dims = [0] + ([1, 2] if lam_s > 0 else [])
     terms = [_difference_term(d, circular, lam_t if d == 0 else lam_s) for d in dims]
-    x, hist = admm_l1(op.normal, rhs, terms, rho_abs, iters, cg_iters, relaxation)
+    x, hist = admm_l1(op.normal, rhs, terms, rho_abs, iters, cg_iters, relaxation, on_iter=on_iter)
     info = {
         "lam": lam,
         "lam_spatial": lam_spatial,
@@ -274,6 +296,7 @@ def wavelet_fourier(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
+    on_iter: Callable[[int, torch.Tensor], None] | None = None,
 ) -> MethodOutput:
     """ℓ1 of spatial wavelet coefficients of the temporal Fourier transform, by POGM.
 
@@ -301,6 +324,10 @@ def wavelet_fourier(
         Random shifts of the wavelet grid (seeded).
     density_weighted, operator, seed
         As for :func:`total_variation`.
+    on_iter
+        Called after each iteration ``k`` (1-based) with ``k`` and the image series
+        ``(T, Ny, Nx)`` of that iterate (POGM's last step differs from the others, so a run
+        of ``k`` iterations returns a slightly different image).
 
     Returns
     -------
@@ -345,6 +372,8 @@ def wavelet_fourier(
     def record(x: torch.Tensor) -> None:
         hist["relative_change"].append(float((x - last[0]).norm() / x.norm().clamp(min=1e-30)))
         last[0] = x
+        if on_iter is not None:
+            on_iter(len(hist["relative_change"]), crop(x))
 
     x = pogm(grad, prox, torch.zeros_like(rhs_p), POGM_MARGIN * lip, iters, record)
     info = {"lam": lam, "lam_abs": lam_abs, "scale": s, "lipschitz": lip, "levels": levels}
@@ -365,6 +394,7 @@ def low_rank_plus_sparse(
     density_weighted: bool = False,
     operator: DynamicSense | None = None,
     seed: int = 0,
+    on_iter: Callable[[int, torch.Tensor], None] | None = None,
 ) -> MethodOutput:
     """Low rank plus sparse (L+S, Otazo et al. 2015) by POGM (Lin & Fessler 2019).
 
@@ -387,6 +417,8 @@ def low_rank_plus_sparse(
         POGM iterations.
     density_weighted, operator, seed
         As for :func:`total_variation`.
+    on_iter
+        As for :func:`wavelet_fourier`, with the image ``L + S``.
 
     Returns
     -------
@@ -421,6 +453,8 @@ def low_rank_plus_sparse(
         last[0] = img
         sv = casorati_singular_values(ls[0])
         hist["rank"].append(float((sv > 1e-5 * sv.max().clamp(min=1e-150)).sum()))
+        if on_iter is not None:
+            on_iter(len(hist["rank"]), img)
 
     x0 = torch.zeros(2, *rhs.shape, dtype=rhs.dtype, device=rhs.device)
     ls = pogm(grad, prox, x0, 2 * POGM_MARGIN * lip, iters, record)

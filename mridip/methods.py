@@ -124,7 +124,8 @@ def _auto_lam(
     name: str, kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any], kw: dict[str, Any]
 ) -> dict[str, Any]:
     """Set ``kw["lam"]``: the given number, or (``"auto"`` or None) the choice of
-    :func:`mridip.lam.choose_lam` by ``opts["lam_rule"]``; returns the choice's record."""
+    :func:`mridip.lam.choose_lam` by ``opts["lam_rule"]`` (and ``kw["iters"]`` with it where the
+    rule chooses the iteration count too); returns the choice's record."""
     lam = opts.get("lam")
     if lam is not None and lam != "auto":
         kw["lam"] = float(lam)
@@ -138,6 +139,9 @@ def _auto_lam(
         seed=int(opts.get("seed") or 0),
     )
     kw["lam"] = choice.lam
+    if choice.iters is not None:  # chosen with λ when no --iters was given (mridip.lam)
+        kw["iters"] = choice.iters
+        return {"lam_choice": choice.record(), "iters": choice.iters}
     return {"lam_choice": choice.record()}
 
 

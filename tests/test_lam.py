@@ -8,13 +8,16 @@ import math
 
 import h5py
 import pytest
+import torch
 
 import mridip
 from mridip.baselines import TV_LAM, data_consistency
 from mridip.errors import ConfigError
-from mridip.lam import _bracket_root, _search_min, choose_lam, solve
+from mridip.lam import _bracket_root, _Residual, _search_min, choose_lam, solve
 from mridip.metrics import evaluate
+from mridip.operators import for_kspace
 from mridip.preprocess import load
+from mridip.sampling import holdout_weights
 from mridip.simulate import SimulationConfig, simulate, write_simulation
 
 ITERS = 10  # fewer ADMM iterations than the default keep the file fast; the rule is the same
@@ -76,6 +79,59 @@ def test_cv_choice_lands_near_the_truth_swept_best(cine):
     assert min(sweep[grid[0]], sweep[grid[-1]]) < best - 2.0, sweep
 
 
+def test_cv_chooses_the_iterations_with_the_lowest_heldout_residual(cine):
+    ks, maps = cine.kspace, cine.maps
+    choice = choose_lam(ks, maps, "tv", choose_iters=True, iters=ITERS, iter_every=2)
+    assert choice.iter_counts == [2, 4, 6, 8, 10]  # every 2 up to the cap (the given iters)
+    assert len(choice.iter_scores) == len(choice.lams)
+    for row, score in zip(choice.iter_scores, choice.scores, strict=True):
+        assert score == min(row)  # a weight's score is its best iteration count
+    row = choice.iter_scores[choice.lams.index(choice.lam)]
+    assert choice.iters == choice.iter_counts[row.index(min(row))]
+    # the curve is the held-out residual of what a run of that many iterations returns
+    fit_w, held_w = holdout_weights(ks, 0.1, torch.Generator().manual_seed(1))
+    op_fit = for_kspace(ks, maps, weights=fit_w)
+    residual = _Residual(ks, maps)
+    for k in (choice.iters, ITERS):
+        image = solve("tv", ks, maps, choice.lam, operator=op_fit, iters=k).image
+        got = residual(image, held_w) / residual.energy(held_w)
+        assert got == pytest.approx(row[choice.iter_counts.index(k)], rel=1e-4)
+    record = choice.record()
+    assert record["iters"] == choice.iters and record["iter_counts"] == choice.iter_counts
+
+
+def test_early_stopping_wins_at_a_weak_weight(cine):
+    # at a weight far below the best the ADMM iterates fit the noise as they go on, and the
+    # held-out residual says so: the choice stops before the cap
+    ks, maps = cine.kspace, cine.maps
+    choice = choose_lam(
+        ks, maps, "tv", start=1e-4, factor=1.01, max_solves=3, choose_iters=True, iters=30
+    )
+    row = choice.iter_scores[choice.lams.index(choice.lam)]
+    assert choice.iters < 30 and min(row) < 0.98 * row[-1], (choice.iter_counts, row)
+
+
+def test_given_iters_are_not_chosen(cine):
+    ks, maps = cine.kspace, cine.maps
+    choice = choose_lam(ks, maps, "tv", iters=ITERS)
+    assert choice.iters is None and "iters" not in choice.record()
+    rec = mridip.reconstruct(ks, "tv", maps, iters=4)
+    assert "iters" not in rec.config["lam_choice"]
+    assert len(rec.history["relative_change"]) == 4
+    with pytest.raises(ConfigError, match="iteration count"):
+        choose_lam(ks, maps, "lps", choose_iters=True, iters=2)
+    with pytest.raises(ConfigError, match="iteration count"):
+        choose_lam(ks, maps, "tv", "discrepancy", choose_iters=True, iters=2)
+
+
+def test_reconstruct_runs_the_chosen_iterations(cine):
+    rec = mridip.reconstruct(cine.kspace, "tv", cine.maps)
+    choice = rec.config["lam_choice"]
+    assert choice["iter_counts"][-1] == 30 and choice["iters"] in choice["iter_counts"]
+    assert len(rec.history["relative_change"]) == choice["iters"] == rec.config["iters"]
+    assert rec.config["lam"] == choice["lam"]
+
+
 def test_discrepancy_rule_meets_its_chi2_target(cine):
     ks, maps = cine.kspace, cine.maps
     lam0 = 0.05
@@ -134,6 +190,17 @@ def test_cli_records_the_auto_choice_and_a_fixed_lam(cine_path, tmp_path, capsys
         assert f["lam_choice"].attrs["lam"] == config["lam"] == config["lam_choice"]["lam"]
     assert len(lams) == len(scores) >= 3 and config["lam"] in lams
     assert (out / "lam.png").stat().st_size > 0
+    assert config["iters"] == 5 and "iters" not in config["lam_choice"]  # --iters fixes them
+
+    out = tmp_path / "chosen"  # no --iters: tv's iterations are chosen with λ and recorded
+    assert main(["recon", cine_path, "-o", str(out), "--method", "tv", "--formats", "h5"]) == 0
+    with h5py.File(out / "recon.h5") as f:
+        config = json.loads(f.attrs["config"])
+        steps = len(f["history/relative_change"][()])
+    choice = config["lam_choice"]
+    assert config["iters"] == choice["iters"] == steps <= 30
+    assert len(choice["iter_scores"]) == len(choice["lams"])
+    assert len(choice["iter_scores"][0]) == len(choice["iter_counts"])
 
     out = tmp_path / "fixed"
     args = ["recon", cine_path, "-o", str(out), "--method", "tv", "--iters", "5"]

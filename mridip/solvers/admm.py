@@ -35,6 +35,7 @@ def admm_l1(
     cg_iters: int = 4,
     relaxation: float = 1.0,
     x0: torch.Tensor | None = None,
+    on_iter: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """Solve ``min_x ½‖Ax − y‖²_W + Σ_i w_i ‖D_i x‖₁`` by ADMM (Boyd et al. 2011).
 
@@ -62,6 +63,10 @@ def admm_l1(
         Over-relaxation ``α`` in ``(0, 2)``; 1 is plain ADMM.
     x0
         Start (zeros when None).
+    on_iter
+        Called after each iteration ``k`` (1-based) with ``k`` and that iteration's ``x``,
+        which is the result a run of ``k`` iterations returns (:mod:`mridip.lam` scores the
+        iterates to choose the iteration count).
 
     Returns
     -------
@@ -86,7 +91,7 @@ def admm_l1(
     z = [torch.zeros_like(d) for d in d_all(x)]
     u = [torch.zeros_like(zi) for zi in z]
     hist: dict[str, list[float]] = {"primal_residual": [], "relative_change": []}
-    for _ in range(iters):
+    for k in range(1, iters + 1):
         target = d_adjoint([zi - ui for zi, ui in zip(z, u, strict=True)])
         x_new, _ = conjugate_gradient(
             system, rhs + rho * target, x, iters=cg_iters, tol=0.0, batched=False
@@ -105,4 +110,6 @@ def admm_l1(
             res_den = res_den + di.norm() ** 2
         hist["primal_residual"].append(float((res_num / res_den.clamp(min=1e-30)).sqrt()))
         hist["relative_change"].append(float(change))
+        if on_iter is not None:
+            on_iter(k, x)
     return x, hist
