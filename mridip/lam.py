@@ -71,6 +71,11 @@ CGSENSE_ITERS = 20
 ITER_CAP = {"tv": 30}
 #: Iterations between two checks of the held-out residual.
 ITER_EVERY = 5
+#: Fits the ``cv`` choice may run where it chooses the iteration count too: the three that
+#: bracket the start and one more beyond an edge; the vertex of the parabola is not fitted
+#: (docs/benchmarks.md "Choosing λ from the scan": with up to five fits the cost was above 5×
+#: one solve on some 64² scans; without the fifth the choices moved by at most 0.05 dB).
+ITER_SOLVES = 4
 
 
 def _bart_tv(*args: Any, **kw: Any) -> Any:
@@ -260,6 +265,9 @@ class LamChoice:
     iter_counts, iter_scores
         When ``iters`` was chosen: the iteration counts checked and, per weight of ``lams``,
         the held-out residual after each (``scores`` holds the lowest of each row).
+    lam_fitted
+        False when ``lam`` is the vertex of the parabola through the best weight fitted and
+        its neighbours, chosen without a fit of its own (then not in ``lams``).
     """
 
     lam: float
@@ -275,6 +283,7 @@ class LamChoice:
     iters: int | None = None
     iter_counts: list[int] = field(default_factory=list)
     iter_scores: list[list[float]] = field(default_factory=list)
+    lam_fitted: bool = True
 
     def record(self) -> dict[str, Any]:
         """The choice as plain numbers, for ``recon.h5``'s configuration."""
@@ -290,6 +299,8 @@ class LamChoice:
         }
         if math.isfinite(self.target):
             out["target"] = self.target
+        if not self.lam_fitted:
+            out["lam_fitted"] = False
         if self.iters is not None:
             out["iters"] = self.iters
             out["iter_counts"] = list(self.iter_counts)
@@ -298,13 +309,25 @@ class LamChoice:
 
 
 def _search_min(
-    f: Callable[[float], float], start: float, factor: float, max_evals: int
-) -> dict[float, float]:
+    f: Callable[[float], float],
+    start: float,
+    factor: float,
+    max_evals: int,
+    fit_vertex: bool = True,
+) -> tuple[dict[float, float], float]:
     """Minimise ``f`` over ``lam > 0`` on a log scale with at most ``max_evals`` evaluations.
 
     Three points a factor apart bracket the start; while the best lies on an edge the grid is
-    extended beyond it; the remaining evaluation(s) go to the vertex of the parabola through
-    the best point and its neighbours in ``log lam`` (clamped to half a step either side).
+    extended beyond it; once it is inside, the vertex of the parabola through the best point
+    and its neighbours in ``log lam`` (clamped to half a step either side) is the estimate.
+    With ``fit_vertex`` the vertex is evaluated too (when the budget allows) and the best
+    point evaluated wins; without, the vertex is returned unevaluated, which saves a fit.
+
+    Returns
+    -------
+    seen, lam
+        Every point evaluated and its value; the estimate of the minimiser (the best point
+        evaluated when it stays on an edge of the grid).
     """
     seen: dict[float, float] = {}
 
@@ -312,30 +335,47 @@ def _search_min(
         if v not in seen and len(seen) < max_evals:
             seen[v] = f(v)
 
+    def best_of() -> float:
+        return min(seen, key=seen.__getitem__)
+
     for v in (start, start / factor, start * factor):
         ev(v)
     while len(seen) < max_evals:
-        xs = sorted(seen)
-        best = min(xs, key=seen.__getitem__)
+        xs, best = sorted(seen), best_of()
         if best == xs[0]:
             ev(best / factor)
         elif best == xs[-1]:
             ev(best * factor)
         else:
-            i = xs.index(best)
-            a, b, c = (math.log(x) for x in xs[i - 1 : i + 2])
-            fa, fb, fc = seen[xs[i - 1]], seen[best], seen[xs[i + 1]]
-            den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
-            step = 0.0
-            if den != 0:
-                step = -0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
-            half = 0.5 * min(b - a, c - b)
-            step = max(-half, min(half, step))
-            if abs(step) < 1e-3:
-                break
-            ev(math.exp(b + step))
             break
-    return seen
+    xs, best = sorted(seen), best_of()
+    if best in (xs[0], xs[-1]):
+        return seen, best
+    i = xs.index(best)
+    a, b, c = (math.log(x) for x in xs[i - 1 : i + 2])
+    fa, fb, fc = seen[xs[i - 1]], seen[best], seen[xs[i + 1]]
+    den = (b - a) * (fb - fc) - (b - c) * (fb - fa)
+    step = 0.0
+    if den != 0:
+        step = -0.5 * ((b - a) ** 2 * (fb - fc) - (b - c) ** 2 * (fb - fa)) / den
+    half = 0.5 * min(b - a, c - b)
+    step = max(-half, min(half, step))
+    if abs(step) < 1e-3:
+        return seen, best
+    if not fit_vertex:
+        return seen, math.exp(b + step)
+    ev(math.exp(b + step))
+    return seen, best_of()
+
+
+def _quadratic_at(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """The parabola through three points ``(xs, ys)`` (Lagrange form) at ``x``."""
+    (x0, x1, x2), (y0, y1, y2) = xs, ys
+    return (
+        y0 * (x - x1) * (x - x2) / ((x0 - x1) * (x0 - x2))
+        + y1 * (x - x0) * (x - x2) / ((x1 - x0) * (x1 - x2))
+        + y2 * (x - x0) * (x - x1) / ((x2 - x0) * (x2 - x1))
+    )
 
 
 def choose_lam(
@@ -347,12 +387,13 @@ def choose_lam(
     start: float | None = None,
     holdout: float = 0.1,
     factor: float = 4.0,
-    max_solves: int = 5,
+    max_solves: int | None = None,
     noise_var: float | None = None,
     tau: float = 1.0,
     seed: int = 0,
     choose_iters: bool | None = None,
     iter_every: int = ITER_EVERY,
+    fit_vertex: bool | None = None,
     **options: Any,
 ) -> LamChoice:
     """Choose a method's relative weight ``lam`` from the data alone.
@@ -375,8 +416,9 @@ def choose_lam(
     factor
         Ratio between neighbouring weights of the coarse grid.
     max_solves
-        Solves the choice may run (its cost in units of one solve, a little less for ``cv``
-        as it fits fewer samples).
+        Solves the choice may run (its cost in units of one solve, less for ``cv``, whose
+        fits share one operator). None: 5, or :data:`ITER_SOLVES` where the iteration count is
+        chosen too.
     noise_var
         ``discrepancy``: noise variance per complex sample. None: 1 for data prewhitened
         with noise scans (``kspace.meta["prewhitened"]``, as :func:`mridip.load` leaves
@@ -392,6 +434,12 @@ def choose_lam(
         methods of :data:`ITER_CAP` when ``options`` gives no ``iters``.
     iter_every
         Iterations between two checks of the held-out residual.
+    fit_vertex
+        ``cv``: fit the weight at the vertex of the parabola through the best weight and its
+        neighbours before choosing (one fit more), rather than choosing the vertex unfitted.
+        None: fit it unless the iteration count is chosen too; then the vertex's iteration
+        count is the one with the lowest held-out residual interpolated (the same parabola in
+        ``log lam``, per count) from its neighbours' curves.
     **options
         The method's own options (``iters``, ``lam_spatial`` …).
 
@@ -409,6 +457,12 @@ def choose_lam(
     _check_method(method)
     if rule not in RULES:
         raise ConfigError(f"unknown λ rule {rule!r}; available: {', '.join(RULES)}")
+    if choose_iters is None:
+        choose_iters = rule == "cv" and method in ITER_CAP and options.get("iters") is None
+    if fit_vertex is None:
+        fit_vertex = not choose_iters
+    if max_solves is None:
+        max_solves = ITER_SOLVES if choose_iters else 5
     if max_solves < 3:
         raise ConfigError(f"choosing λ needs at least 3 solves, got {max_solves}")
     if not factor > 1:
@@ -417,8 +471,6 @@ def choose_lam(
     lam0 = START[method] if start is None else float(start)
     if not (lam0 > 0 and math.isfinite(lam0)):
         raise ConfigError(f"the first λ must be a finite number > 0, got {lam0}")
-    if choose_iters is None:
-        choose_iters = rule == "cv" and method in ITER_CAP and options.get("iters") is None
     if choose_iters and (rule != "cv" or method not in ITER_CAP):
         raise ConfigError(
             f"the iteration count is chosen by the cv rule for {', '.join(ITER_CAP)} only"
@@ -458,8 +510,7 @@ def choose_lam(
             curves[lam] = curve
             return min(curve.values())
 
-        seen = _search_min(cv_score, lam0, factor, max_solves)
-        lam = min(seen, key=seen.__getitem__)
+        seen, lam = _search_min(cv_score, lam0, factor, max_solves, fit_vertex)
         lams = sorted(seen)
         choice = LamChoice(
             lam=lam,
@@ -472,8 +523,19 @@ def choose_lam(
             holdout=holdout,
         )
         if choose_iters:
-            counts = sorted(curves[lam])
-            choice.iters = min(counts, key=curves[lam].__getitem__)  # the first of equals
+            counts = sorted(curves[lams[0]])
+            if lam in curves:
+                curve = curves[lam]
+            else:  # the unfitted vertex: each count's held-out residual interpolated
+                i = lams.index(min(seen, key=seen.__getitem__))  # inside the grid
+                near = lams[i - 1 : i + 2]
+                logs = [math.log(v) for v in near]
+                curve = {
+                    k: _quadratic_at(logs, [curves[v][k] for v in near], math.log(lam))
+                    for k in counts
+                }
+                choice.lam_fitted = False
+            choice.iters = min(counts, key=curve.__getitem__)  # the first of equals
             choice.iter_counts = counts
             choice.iter_scores = [[curves[v][k] for k in counts] for v in lams]
         return choice

@@ -48,12 +48,19 @@ def test_search_min_brackets_and_refines():
         calls.append(v)
         return (math.log(v) - math.log(0.03)) ** 2
 
-    seen = _search_min(f, 1.0, 4.0, 6)
-    best = min(seen, key=seen.__getitem__)
+    seen, best = _search_min(f, 1.0, 4.0, 6)
+    assert best == min(seen, key=seen.__getitem__)
     assert len(calls) == len(seen) <= 6  # never evaluates twice, never over budget
     assert 0.03 / 2 < best < 0.03 * 2
-    seen = _search_min(f, 0.03, 4.0, 4)  # interior at once: one parabolic step, exact here
-    assert min(seen, key=seen.__getitem__) == pytest.approx(0.03, rel=1e-6)
+    seen, best = _search_min(f, 0.03 * 1.5, 4.0, 4)  # interior at once: a parabolic step ...
+    assert len(seen) == 4 and best in seen and best == pytest.approx(0.03, rel=1e-6)
+    calls.clear()  # ... exact here, so it needs no fit of its own
+    seen, vertex = _search_min(f, 0.03 * 1.5, 4.0, 4, fit_vertex=False)
+    assert len(calls) == len(seen) == 3 and vertex not in seen
+    assert vertex == pytest.approx(0.03, rel=1e-6)
+    calls.clear()  # on an edge until the budget ends: the best point, no vertex
+    seen, best = _search_min(f, 100.0, 4.0, 4, fit_vertex=False)
+    assert len(calls) == 4 and best == min(seen) == 100.0 / 16
 
 
 def test_bracket_root_finds_the_crossing():
@@ -81,7 +88,9 @@ def test_cv_choice_lands_near_the_truth_swept_best(cine):
 
 def test_cv_chooses_the_iterations_with_the_lowest_heldout_residual(cine):
     ks, maps = cine.kspace, cine.maps
-    choice = choose_lam(ks, maps, "tv", choose_iters=True, iters=ITERS, iter_every=2)
+    choice = choose_lam(
+        ks, maps, "tv", choose_iters=True, iters=ITERS, iter_every=2, fit_vertex=True
+    )
     assert choice.iter_counts == [2, 4, 6, 8, 10]  # every 2 up to the cap (the given iters)
     assert len(choice.iter_scores) == len(choice.lams)
     for row, score in zip(choice.iter_scores, choice.scores, strict=True):
@@ -105,10 +114,41 @@ def test_early_stopping_wins_at_a_weak_weight(cine):
     # held-out residual says so: the choice stops before the cap
     ks, maps = cine.kspace, cine.maps
     choice = choose_lam(
-        ks, maps, "tv", start=1e-4, factor=1.01, max_solves=3, choose_iters=True, iters=30
+        ks,
+        maps,
+        "tv",
+        start=1e-4,
+        factor=1.01,
+        max_solves=3,
+        choose_iters=True,
+        iters=30,
+        fit_vertex=True,
     )
     row = choice.iter_scores[choice.lams.index(choice.lam)]
     assert choice.iters < 30 and min(row) < 0.98 * row[-1], (choice.iter_counts, row)
+
+
+def test_the_unfitted_vertex_predicts_its_heldout_residual(cine):
+    # choosing the iterations too, the vertex of the parabola is not fitted: its iteration
+    # count comes from its neighbours' curves, and a fit there does as well as they promise
+    ks, maps = cine.kspace, cine.maps
+    choice = choose_lam(ks, maps, "tv", start=0.05, choose_iters=True, iters=ITERS, iter_every=2)
+    assert choice.solves == len(choice.lams) <= 4
+    if choice.lam_fitted:
+        pytest.skip(f"the search ended on an edge here: {choice.lams}")
+    assert choice.lam not in choice.lams and choice.record()["lam_fitted"] is False
+    assert choice.lams[0] < choice.lam < choice.lams[-1]
+    fit_w, held_w = holdout_weights(ks, 0.1, torch.Generator().manual_seed(1))
+    op_fit = for_kspace(ks, maps, weights=fit_w)
+    residual = _Residual(ks, maps)
+    got = {}
+
+    def check(k, image):
+        got[k] = residual(image, held_w) / residual.energy(held_w)
+
+    solve("tv", ks, maps, choice.lam, operator=op_fit, iters=ITERS, on_iter=check)
+    assert got[choice.iters] <= min(choice.scores) * 1.01, (choice.iters, got, choice.scores)
+    assert got[choice.iters] == pytest.approx(min(got[k] for k in choice.iter_counts), rel=0.01)
 
 
 def test_given_iters_are_not_chosen(cine):
