@@ -1132,6 +1132,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std()) if a.size > 1 else 0.0
 
 
+def _labels(cfg: StudyConfig, dataset: str) -> list[str]:
+    """The method labels that apply to a dataset, each once, in the file's order."""
+    applies = [m for m in cfg.methods if m.get("datasets") is None or dataset in m["datasets"]]
+    return list(dict.fromkeys(m["label"] for m in applies))
+
+
 def summary_markdown(cfg: StudyConfig, result: StudyResult) -> str:
     """``summary.md``: mean ± std over seeds per method × condition, best per condition bold."""
     rows = result.rows
@@ -1143,7 +1149,6 @@ def summary_markdown(cfg: StudyConfig, result: StudyResult) -> str:
         f"{', '.join(map(str, cfg.seeds))}; mean ± standard deviation over the seeds."
     )
     lines.append("")
-    labels = [m["label"] for m in cfg.methods]
     metrics = [
         ("psnr", "PSNR (dB)", True, 2),
         ("ssim", "SSIM", True, 3),
@@ -1156,6 +1161,7 @@ def summary_markdown(cfg: StudyConfig, result: StudyResult) -> str:
         ]
     metrics += [("seconds", "seconds", False, 1)]
     for d in cfg.datasets:
+        labels = _labels(cfg, d["name"])
         drows = [r for r in rows if r["dataset"] == d["name"]]
         conds = list(dict.fromkeys(_condition(r) for r in drows))
         for key, title, higher, digits in metrics:
@@ -1224,8 +1230,8 @@ def _figures(
     written: list[Path] = []
     figdir = out / "figures"
     figdir.mkdir(exist_ok=True)
-    labels = [m["label"] for m in cfg.methods]
     for d in cfg.datasets:
+        labels = _labels(cfg, d["name"])
         truth = _series(_series_key(d)).truth.abs().numpy()
         t, n, _ = truth.shape
         frame = cfg.frame if cfg.frame is not None else t // 2

@@ -437,6 +437,50 @@ def test_method_entries_can_apply_to_some_datasets(tmp_path):
         study.parse_study(doc)
 
 
+def test_summary_has_one_column_per_label_and_dataset():
+    """Two entries sharing a label on different datasets make one column; a dataset's table
+    lists only the methods that apply to it."""
+    doc = {
+        "dataset": [
+            {"name": "cine", "kind": "phantom", "matrix": 32, "frames": 2},
+            {"name": "perf", "kind": "phantom", "phantom": "perfusion", "matrix": 32, "frames": 2},
+        ],
+        "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+        "method": [
+            {"method": "zf"},
+            {"method": "cgsense", "label": "cg", "datasets": ["cine"]},
+            {"method": "tddip", "label": "dip", "datasets": ["cine"]},
+            {
+                "method": "tddip",
+                "label": "dip",
+                "datasets": ["perf"],
+                "options": {"latent": "line"},
+            },
+        ],
+    }
+    cfg = study.parse_study(doc)
+    rows = []
+    for c in study.expand_cells(cfg):
+        value = {"zf": 20.0, "cg": 25.0, "dip": 30.0 if c["dataset"]["name"] == "cine" else 31.0}
+        rows.append(
+            {
+                "dataset": c["dataset"]["name"],
+                "sampling": "vd",
+                "level": "R=2",
+                "acceleration": 2.0,
+                "label": c["method"]["label"],
+                "seed": 0,
+                "status": "ok",
+                "psnr": value[c["method"]["label"]],
+            }
+        )
+    text = study.summary_markdown(cfg, study.StudyResult(out=None, rows=rows))  # type: ignore[arg-type]
+    cine, perf = text.split("## perf")
+    assert "| condition | zf | cg | dip |" in cine and "**30.00 ± 0.00**" in cine
+    assert "| condition | zf | dip |" in perf and "**31.00 ± 0.00**" in perf
+    assert "| failed" not in text
+
+
 def test_local_worker_processes(tmp_path):
     text = """
 [study]
