@@ -739,12 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_radial.h5"),
     )
     s.add_argument("--out", default="out/demo")
-    s.add_argument("--methods", default="zf,cgsense,tv,lps,mridip", help="comma-separated methods")
+    s.add_argument("--methods", default="zf,cgsense,tv,lps,lrdip", help="comma-separated methods")
     s.add_argument(
         "--dip-steps",
         type=int,
-        default=600,
-        help="steps of the DIP methods (default 600: about 2.5 minutes for mridip on 2 cores)",
+        default=1500,
+        help="step limit of the DIP methods (default 1500: a few minutes for lrdip on 2 cores)",
     )
     s.set_defaults(func=cmd_demo)
 
