@@ -328,7 +328,7 @@ def _expand_method(m: dict[str, Any], where: str) -> list[dict[str, Any]]:
             raise ConfigError(f"{where}.iters: must be ≥ 1, got {iters}")
         label = base + "".join(f" {k}={_fmt(v)}" for k, v in zip(keys, combo, strict=True))
         entry = {"method": name, "label": label, "iters": iters, "options": opts}
-        if m["datasets"] is not None:  # only then, so that older cells keep their ids
+        if m["datasets"] is not None:  # which datasets it applies to (not part of a cell's id)
             entry["datasets"] = list(m["datasets"])
         out.append(entry)
     return out
