@@ -390,16 +390,22 @@ def test_dip_fitconfig_fields_are_options(tmp_path):
         study.parse_study(doc)
 
 
+#: a cine and a perfusion phantom with one sampling: the frame of the per-dataset method tests
+_TWO_PHANTOMS = {
+    "dataset": [
+        {"name": "cine", "kind": "phantom", "matrix": 32, "frames": 2},
+        {"name": "perf", "kind": "phantom", "phantom": "perfusion", "matrix": 32, "frames": 2},
+    ],
+    "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+}
+
+
 def test_method_entries_can_apply_to_some_datasets(tmp_path):
     """``datasets`` on a method entry: its cells exist for those datasets only, so one label can
     carry per-dataset options (a perfusion series' time manifold); a label still names one entry
     per dataset, and an unknown dataset is refused by name."""
     doc = {
-        "dataset": [
-            {"name": "cine", "kind": "phantom", "matrix": 32, "frames": 2},
-            {"name": "perf", "kind": "phantom", "phantom": "perfusion", "matrix": 32, "frames": 2},
-        ],
-        "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+        **_TWO_PHANTOMS,
         "method": [
             {"method": "zf"},
             {"method": "tddip", "label": "tddip", "datasets": ["cine"]},
@@ -441,11 +447,7 @@ def test_summary_has_one_column_per_label_and_dataset():
     """Two entries sharing a label on different datasets make one column; a dataset's table
     lists only the methods that apply to it."""
     doc = {
-        "dataset": [
-            {"name": "cine", "kind": "phantom", "matrix": 32, "frames": 2},
-            {"name": "perf", "kind": "phantom", "phantom": "perfusion", "matrix": 32, "frames": 2},
-        ],
-        "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+        **_TWO_PHANTOMS,
         "method": [
             {"method": "zf"},
             {"method": "cgsense", "label": "cg", "datasets": ["cine"]},
