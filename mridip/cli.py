@@ -47,6 +47,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         noise=a.noise,
         seed=a.seed,
         texture=a.texture,
+        breathing=a.breathing,
         position_mm=a.position,
         read_dir=a.read_dir,
         phase_dir=a.phase_dir,
@@ -610,6 +611,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="static tissue texture of the cine phantom, relative amplitude 0-1 (default 0: "
         "piecewise constant)",
+    )
+    s.add_argument(
+        "--breathing",
+        type=float,
+        default=0.0,
+        help="free breathing during the cine phantom: head-foot motion of the whole thorax, "
+        "peak fraction of the FOV 0-0.2 (default 0: breath-held)",
     )
     s.add_argument(
         "--position",

@@ -120,13 +120,22 @@ def _body(yy, xx, edge):
     return img
 
 
-def tissue_texture(matrix: tuple[int, int], length: float = 0.02, seed: int = 0) -> torch.Tensor:
+def tissue_texture(
+    matrix: tuple[int, int],
+    length: float = 0.02,
+    seed: int = 0,
+    shift: torch.Tensor | None = None,
+) -> torch.Tensor:
     """A smooth random field over the FOV: zero mean, unit standard deviation, float64.
 
     White Gaussian noise low-pass filtered with a Gaussian whose correlation length is
     ``length`` (a fraction of the FOV), so the same seed and length give the same texture, as
     finely resolved as the grid allows, at any matrix. The texture of real tissue (fat, muscle
     fibres, trabeculae) that piecewise-constant phantoms lack and TV favours.
+
+    ``shift`` (shape ``(T,)``, in the normalised units of the phantoms' grid, where the FOV
+    spans 2) moves the field along y, one copy per entry, by a Fourier phase ramp (exact for
+    the band-limited field): ``(T, Ny, Nx)``, the texture of tissue that moves as a whole.
     """
     ny, nx = matrix
     gen = torch.Generator().manual_seed(seed + 7919)
@@ -134,9 +143,15 @@ def tissue_texture(matrix: tuple[int, int], length: float = 0.02, seed: int = 0)
     fy = torch.fft.fftfreq(ny, dtype=torch.float64)[:, None] * ny  # cycles per FOV
     fx = torch.fft.fftfreq(nx, dtype=torch.float64)[None, :] * nx
     filt = torch.exp(-2 * (math.pi * length) ** 2 * (fy**2 + fx**2))
-    field = torch.fft.ifft2(torch.fft.fft2(noise) * filt).real
-    field = field - field.mean()
-    return field / field.std().clamp(min=1e-30)
+    spectrum = torch.fft.fft2(noise) * filt
+    spectrum[0, 0] = 0  # zero mean, whatever the shift
+    field = torch.fft.ifft2(spectrum).real
+    scale = field.std().clamp(min=1e-30)
+    if shift is None:
+        return field / scale
+    # a shift of s normalised units is s·Ny/2 voxels, i.e. s/2 of the FOV (fy is in cycles/FOV)
+    ramp = torch.exp(-1j * math.pi * shift.to(torch.float64)[:, None, None] * fy)
+    return torch.fft.ifft2(spectrum * ramp).real / scale
 
 
 def cine_phantom(
@@ -146,11 +161,14 @@ def cine_phantom(
     phase_strength: float = 1.0,
     seed: int = 0,
     texture: float = 0.0,
+    breathing: float = 0.0,
+    resp_period: float = 4.0,
 ) -> Phantom:
     """A beating-heart cine over one cardiac cycle (periodic: frame ``T`` would equal frame 0).
 
     The left-ventricular blood pool contracts in systole, the myocardium thickens as it does,
-    the right ventricle follows with a lag; the rest of the thorax is static.
+    the right ventricle follows with a lag; the rest of the thorax is static, unless
+    ``breathing`` moves it.
 
     Parameters
     ----------
@@ -167,10 +185,22 @@ def cine_phantom(
     texture
         Relative amplitude of a texture (:func:`tissue_texture`) that multiplies the static
         tissue around the heart (0: the piecewise-constant phantom).
+    breathing
+        Free breathing during the scan (a real-time series rather than a gated cine): the
+        whole thorax, heart and texture included, moves head-foot (along y) by up to this
+        fraction of the FOV, ``breathing · sin(2π t / resp_period)`` (0: a breath-held cine).
+        The series is then no longer periodic in the cardiac cycle.
+    resp_period
+        Breathing period in seconds (frame times span ``rr_interval``).
     """
     yy, xx = _grid(matrix)
     edge = 1.2 / max(matrix)
     t = torch.arange(n_frames, dtype=torch.float64)
+    drift = None
+    if breathing:
+        times = t * rr_interval / n_frames
+        drift = 2 * breathing * torch.sin(2 * math.pi * times / resp_period)  # normalised units
+        yy = yy - drift[:, None, None]
     phase = 2 * math.pi * t / n_frames
     contraction = _as_t(0.5 - 0.5 * torch.cos(phase))  # 0 at end-diastole, 1 at end-systole
     lv_r = 0.2 * (1 - 0.35 * contraction)
@@ -186,7 +216,7 @@ def cine_phantom(
     heart = myo_outer.clamp(max=1)
     body = _body(yy, xx, edge)
     if texture:  # the static tissue only; the heart and its blood pools stay smooth
-        body = body * (1 + texture * tissue_texture(matrix, seed=seed)).clamp(min=0)
+        body = body * (1 + texture * tissue_texture(matrix, seed=seed, shift=drift)).clamp(min=0)
     mag = body * (1 - heart) * (1 - rv) + 0.35 * heart + 0.65 * lv + 0.9 * rv * (1 - heart)
     mag = mag - 0.4 * papillary * lv
     mag = mag.clamp(min=0)

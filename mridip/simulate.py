@@ -26,6 +26,10 @@ class SimulationConfig:
     coil, relative to the truth's peak magnitude of 1 (orthonormal FFT: a fully sampled
     image carries the same standard deviation per voxel and coil).
 
+    ``texture`` and ``breathing`` (cine only) make the phantom less piecewise constant and less
+    static: tissue texture, and head-foot motion of the whole thorax
+    (:func:`mridip.phantoms.cine_phantom`).
+
     ``position_mm``, ``read_dir`` and ``phase_dir`` place the slice in the patient (LPS
     millimetres and unit vectors of image x and y; the slice normal is ``read × phase``): an
     oblique slice tests the geometry of the NIfTI, DICOM and MRD outputs."""
@@ -40,6 +44,7 @@ class SimulationConfig:
     noise: float = 0.01
     seed: int = 0
     texture: float = 0.0
+    breathing: float = 0.0
     fov_mm: float = 300.0
     tr_ms: float = 3.0
     position_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -54,6 +59,10 @@ class SimulationConfig:
             raise ConfigError(f"--texture must be between 0 and 1, got {self.texture}")
         if self.texture and self.kind != "cine":
             raise ConfigError("--texture is for --kind cine")
+        if not (0 <= self.breathing <= 0.2):
+            raise ConfigError(f"--breathing must be between 0 and 0.2, got {self.breathing}")
+        if self.breathing and self.kind != "cine":
+            raise ConfigError("--breathing is for --kind cine (perfusion always breathes)")
         if self.trajectory not in ("radial", "cartesian"):
             raise ConfigError(f"--trajectory must be radial or cartesian, not {self.trajectory!r}")
         if not 8 <= self.matrix <= 512:
@@ -128,7 +137,9 @@ def simulate(config: SimulationConfig, images: torch.Tensor | None = None) -> Si
         ph = phantoms.from_images(images, fine, seed=config.seed)
     else:
         if config.kind == "cine":
-            ph = phantoms.cine_phantom(fine, t, seed=config.seed, texture=config.texture)
+            ph = phantoms.cine_phantom(
+                fine, t, seed=config.seed, texture=config.texture, breathing=config.breathing
+            )
         else:
             ph = phantoms.perfusion_phantom(fine, t, seed=config.seed)
     maps_fine = phantoms.coil_maps(fine, c, seed=config.seed)

@@ -105,6 +105,7 @@ _DATASET_KEYS: dict[str, tuple[str, Any]] = {
     "coil_width": ("float", 0.9),
     "phase": ("float", 1.0),
     "texture": ("float", 0.0),
+    "breathing": ("float", 0.0),
     "noise": ("float", 0.01),
     "maps": ("str", None),
     "slice": ("int", 0),
@@ -386,6 +387,10 @@ def parse_study(doc: dict[str, Any], source: str | None = None) -> StudyConfig:
             raise ConfigError(f"{where}.texture: between 0 and 1, for the cine phantom only")
         if not d["texture"]:
             del d["texture"]  # absent unless used: the cells of older studies keep their ids
+        if not 0 <= d["breathing"] <= 0.2 or (d["breathing"] and not cine):
+            raise ConfigError(f"{where}.breathing: between 0 and 0.2, for the cine phantom only")
+        if not d["breathing"]:
+            del d["breathing"]
         if d["matrix"] is not None and not 8 <= d["matrix"] <= 512:
             raise ConfigError(f"{where}.matrix: must be between 8 and 512, got {d['matrix']}")
         if d["frames"] is not None and d["frames"] < 1:
@@ -556,9 +561,13 @@ def _object(d: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     fine = (2 * n, 2 * n)
     if d["kind"] == "phantom":
         if d["phantom"] == "cine":
-            tex = d.get("texture", 0.0)
             ph = phantoms.cine_phantom(
-                fine, d["frames"], phase_strength=d["phase"], seed=0, texture=tex
+                fine,
+                d["frames"],
+                phase_strength=d["phase"],
+                seed=0,
+                texture=d.get("texture", 0.0),
+                breathing=d.get("breathing", 0.0),
             )
         else:
             ph = phantoms.perfusion_phantom(fine, d["frames"], phase_strength=d["phase"], seed=0)

@@ -117,3 +117,35 @@ def test_texture_is_static_tissue_only_and_reproducible():
     assert abs(float(field.mean())) < 1e-9 and float(field.std()) == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="texture"):
         SimulationConfig(kind="perfusion", texture=0.2).check()
+
+
+def test_breathing_moves_the_whole_thorax_and_its_texture():
+    """``breathing`` shifts everything, texture included, head-foot by ``breathing ·
+    sin(2π t / resp_period)`` of the FOV: each frame's texture is frame 0's moved by that many
+    voxels (a whole-voxel shift is exact), the left–right profile does not move, and 0 gives
+    the breath-held phantom back."""
+    n, frames = 64, 8
+    still = phantoms.cine_phantom((n, n), frames, texture=0.3)
+    held = phantoms.cine_phantom((n, n), frames, texture=0.3, breathing=0.0)
+    assert torch.equal(still.image, held.image)
+    drift = torch.tensor([0.0, 0.25, 0.5, 1.0])  # normalised units: 2 = the FOV, 0.25 = 8 voxels
+    field = phantoms.tissue_texture((n, n), seed=3, shift=drift)
+    assert field.shape == (4, n, n)
+    assert torch.allclose(field[0], phantoms.tissue_texture((n, n), seed=3), atol=1e-9)
+    for k, voxels in ((1, 8), (2, 16), (3, 32)):
+        assert torch.allclose(field[k], torch.roll(field[0], voxels, dims=0), atol=1e-9)
+    moving = phantoms.cine_phantom(
+        (n, n), frames, rr_interval=1.0, texture=0.3, breathing=0.125, resp_period=2.0, seed=3
+    ).image.abs()
+    # frame 4 of 8 at t = 0.5 s is a quarter breath: 1/8 of the FOV, 8 voxels at 64²; the
+    # body's outline (its first row with signal) moves down by as much, one way
+    rows = (moving > 0.05).any(dim=2)
+    top = [int(torch.nonzero(r).min()) for r in rows]
+    assert top[4] - top[0] == pytest.approx(8, abs=1)
+    assert all(b >= a for a, b in zip(top[:5], top[1:5]))
+    cols = (moving > 0.05).any(dim=1)  # left–right extent: unchanged
+    assert torch.equal(cols[0], cols[4])
+    with pytest.raises(ConfigError, match="breathing"):
+        SimulationConfig(kind="perfusion", breathing=0.05).check()
+    with pytest.raises(ConfigError, match="breathing"):
+        SimulationConfig(breathing=0.5).check()

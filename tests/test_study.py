@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 import mridip
 from mridip import phantoms, study
@@ -321,6 +322,10 @@ BAD = [
         "[[dataset]]\nname = 'p'\nkind = 'phantom'\nphantom = 'perfusion'\ntexture = 0.2\n",
         "dataset[0].texture: between 0 and 1, for the cine phantom only",
     ),
+    (
+        "[[dataset]]\nname = 'c'\nkind = 'phantom'\nbreathing = 0.3\n",
+        "dataset[0].breathing: between 0 and 0.2, for the cine phantom only",
+    ),
     ("[[method]]\nmethod = 'tv'\noptions = { lamda = 1 }\n", "method[0].options.lamda"),
     ("[[sampling]]\nname = 's'\npattern = 'radial'\naccelerations = [2]\n", "sampling[0].pattern"),
     (
@@ -560,3 +565,20 @@ def test_the_full_example_of_the_docs_parses():
     for name in ("rat_cine", "rat_cine_quick", "dip_ablation"):
         path = pathlib.Path(__file__).parents[1] / "examples" / "studies" / f"{name}.toml"
         assert study.expand_cells(study.load_study(path))
+
+
+def test_breathing_dataset_moves_and_keeps_other_cells():
+    """A cine phantom dataset with ``breathing`` is the free-breathing phantom; without the
+    key the dataset (and so its cells' ids) is what it was before the key existed."""
+    base = {"name": "c", "kind": "phantom", "matrix": 16, "frames": 4}
+    rest = {
+        "sampling": [{"name": "r", "pattern": "golden-radial", "accelerations": [4]}],
+        "method": [{"method": "zf"}],
+    }
+    plain = study.parse_study({"dataset": [dict(base)], **rest}).datasets[0]
+    moving = study.parse_study({"dataset": [dict(base, breathing=0.1)], **rest}).datasets[0]
+    assert "breathing" not in plain and moving["breathing"] == 0.1
+    still, _ = study._object(plain)
+    breathes, _ = study._object(moving)
+    assert torch.equal(still[0], breathes[0])  # t = 0: no shift yet
+    assert not torch.allclose(still[3], breathes[3], atol=1e-3)
