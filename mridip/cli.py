@@ -209,6 +209,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "lr": a.lr,
         "frames_per_step": a.frames_per_step,
         "holdout": a.holdout,
+        "holdout_unit": a.holdout_unit,
         "patience": a.patience,
         "latent": a.latent,
         "admm_iters": a.admm,
@@ -222,6 +223,8 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "mask_support": a.mask_support,
         "lr_schedule": a.lr_schedule,
         "rank": a.rank,
+        "blend": a.blend,
+        "blend_weight": a.blend_weight,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -537,6 +540,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
         g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
         g.add_argument(
+            "--blend",
+            choices=["none", "wavelet", "tv", "lps"],
+            default=None,
+            help="average the DIP image with this CS method's (its λ chosen from the scan)",
+        )
+        g.add_argument(
+            "--blend-weight", type=float, default=None, help="the CS image's share (default 0.5)"
+        )
+        g.add_argument(
+            "--holdout-unit",
+            choices=["sample", "readout"],
+            default=None,
+            help="hold out single samples (default) or whole readouts (spokes, lines)",
+        )
+        g.add_argument(
             "--patience", type=int, default=None, help="steps without improvement to stop"
         )
         g.add_argument("--latent", default=None, help="helix | circle | line | cardiac_resp | ...")
@@ -744,7 +762,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="reconstruct the bundled sample and compare methods")
     s.add_argument(
         "--sample",
-        default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_radial.h5"),
+        default=str(Path(__file__).resolve().parent.parent / "data" / "sample_cine_breathing.h5"),
     )
     s.add_argument("--out", default="out/demo")
     s.add_argument("--methods", default="zf,cgsense,tv,lps,lrdip", help="comma-separated methods")

@@ -341,6 +341,45 @@ GENERATOR_OPTIONS = (
     "rank",
     "temporal",
 )
+#: Options of the DIP methods' blend with a CS image (:func:`_blend`).
+BLEND_OPTIONS = ("blend", "blend_weight")
+#: CS methods a DIP image may be blended with.
+BLEND_METHODS = ("wavelet", "tv", "lps")
+
+
+def _blend_settings(opts: dict[str, Any]) -> tuple[str, float]:
+    """``(method, weight)`` of the blend asked for (``"none"``: no blend); checked before a fit
+    starts, so that a bad value costs nothing."""
+    method = opts.get("blend") or "none"
+    if method != "none" and method not in BLEND_METHODS:
+        raise ConfigError(
+            f"blend must be none or one of {', '.join(BLEND_METHODS)}, not {method!r}"
+        )
+    weight = opts.get("blend_weight")
+    weight = 0.5 if weight is None else float(weight)
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"blend weight must be between 0 and 1, got {weight}")
+    return method, weight
+
+
+def _blend(
+    image: torch.Tensor,
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    weight: float,
+    seed: int,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``(1 − w)·DIP + w·CS``: the DIP image averaged with a CS image of the same data, the CS
+    method's weight chosen from the scan (``lam="auto"``). Two priors whose errors are not
+    the same: the average is closer to the truth than either where both are good
+    (docs/reconstructor.md, measured there)."""
+    cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
+    mixed = (1 - weight) * image + weight * cs.image.to(image.device, image.dtype)
+    record = {"method": method, "weight": weight, "lam": cs.info.get("lam")}
+    if cs.info.get("iters") is not None:
+        record["iters"] = cs.info["iters"]
+    return mixed, record
 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
@@ -348,6 +387,7 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
         from mridip.models import PRESETS, build_generator  # torch_geometric: only when asked
 
         seed = int(opts.get("seed") or 0)
+        blend, blend_weight = _blend_settings(opts)
         fit_kw = dict(PRESETS[preset].fit_defaults)
         # every FitConfig field is an option, so that new ones reach studies and Python callers
         names = (set(FIT_OPTIONS) | set(FitConfig.__dataclass_fields__)) - {"seed", "max_steps"}
@@ -378,7 +418,10 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
         res = rec.fit(resume=bool(opts.get("resume", False)))
         info = dict(res.info, parameters=generator.param_count(), preset=preset, **gen_kw)
         info["iters"] = config.max_steps  # the step limit it ran with (presets set their own)
-        return MethodOutput(res.image, res.history, info)
+        image = res.image
+        if blend != "none":
+            image, info["blend"] = _blend(image, kspace, maps, blend, blend_weight, seed)
+        return MethodOutput(image, res.history, info)
 
     return run
 

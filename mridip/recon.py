@@ -29,7 +29,7 @@ from mridip.baselines import cg_sense, low_rank_plus_sparse, total_variation, ze
 from mridip.errors import ConfigError
 from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
-from mridip.sampling import holdout_weights
+from mridip.sampling import HOLDOUT_UNITS, holdout_weights
 from mridip.solvers import (
     conjugate_gradient,
     data_scale,
@@ -73,6 +73,9 @@ class FitConfig:
         conditioned fits.
     holdout
         Fraction of each frame's samples held out for the stopping rule (0 disables stopping).
+    holdout_unit
+        What is held out: single samples (``"sample"``) or whole readouts (``"readout"``:
+        radial spokes, Cartesian lines; :func:`mridip.sampling.holdout_weights`).
     eval_every, patience
         Held-out residual every ``eval_every`` steps; stop ``patience`` steps after the best.
     min_steps
@@ -141,6 +144,7 @@ class FitConfig:
     frames_per_step: int | None = None
     density_weighted: bool = True
     holdout: float = 0.05
+    holdout_unit: str = "sample"
     eval_every: int = 20
     patience: int = 300
     min_steps: int = 200
@@ -170,6 +174,10 @@ class FitConfig:
             raise ConfigError(f"max steps must be ≥ 1, got {self.max_steps}")
         if not 0 <= self.holdout < 0.5:
             raise ConfigError(f"holdout must be in [0, 0.5), got {self.holdout}")
+        if self.holdout_unit not in HOLDOUT_UNITS:
+            raise ConfigError(
+                f"holdout unit must be one of {', '.join(HOLDOUT_UNITS)}, not {self.holdout_unit!r}"
+            )
         if self.lr <= 0:
             raise ConfigError(f"learning rate must be > 0, got {self.lr}")
         if self.final not in FINAL_STEPS:
@@ -290,7 +298,9 @@ class Reconstructor:
         self._noise_rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         self._ema: torch.Tensor | None = None
         self._tv_lam: float | None = None
-        split = holdout_weights(self.kspace, self.config.holdout, self._rng)
+        split = holdout_weights(
+            self.kspace, self.config.holdout, self._rng, self.config.holdout_unit
+        )
         y = self.kspace.data / self.scale
         dcf = None
         if not self.kspace.is_cartesian and self.config.density_weighted:

@@ -440,8 +440,12 @@ def normalize_dcf(traj: torch.Tensor, dcf: torch.Tensor, matrix: tuple[int, int]
     return (dcf.to(torch.float64) / gain).to(torch.float32)
 
 
+#: Units of :func:`holdout_weights`' split.
+HOLDOUT_UNITS = ("sample", "readout")
+
+
 def holdout_weights(
-    kspace: DynamicKSpace, fraction: float, generator: torch.Generator
+    kspace: DynamicKSpace, fraction: float, generator: torch.Generator, unit: str = "sample"
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Split the measured samples at random into fitted and held-out ones, as 0/1 weights.
 
@@ -457,6 +461,13 @@ def holdout_weights(
         Expected fraction held out, in ``[0, 1)``; 0 returns None (nothing held out).
     generator
         Source of the random choice (on the CPU, so a seed gives the same split on any device).
+    unit
+        ``"sample"``: each sample is held out on its own. ``"readout"``: whole readouts (radial
+        spokes, Cartesian lines) are, so that a held-out sample has no fitted neighbour on its
+        own readout: with 2× readout oversampling a lone held-out sample is nearly predicted by
+        the two beside it, whatever the image between the readouts. Non-Cartesian data whose
+        sample count per frame is not a multiple of ``meta["readout_samples"]`` fall back to
+        samples.
 
     Returns
     -------
@@ -466,15 +477,23 @@ def holdout_weights(
         ``(T, 1, K)`` otherwise (shared by the coils), float32 on the data's device, with
         ``fit + held = 1``.
     """
+    if unit not in HOLDOUT_UNITS:
+        raise ConfigError(f"holdout unit must be one of {', '.join(HOLDOUT_UNITS)}, not {unit!r}")
     if fraction <= 0:
         return None
     if kspace.is_cartesian:
         assert kspace.mask is not None
-        u = torch.rand(kspace.mask.shape, generator=generator).to(kspace.device)
+        t, ny, nx = kspace.mask.shape
+        shape = (t, ny, 1) if unit == "readout" else (t, ny, nx)  # rows are readouts
+        u = torch.rand(shape, generator=generator).to(kspace.device)
         held = (u < fraction) & kspace.mask
     else:
         t, _, k = kspace.data.shape
-        u = torch.rand((t, 1, k), generator=generator).to(kspace.device)
-        held = u < fraction
+        ro = int(kspace.meta.get("readout_samples") or 0)
+        if unit == "readout" and ro > 0 and k % ro == 0:
+            u = torch.rand((t, 1, k // ro), generator=generator).repeat_interleave(ro, dim=-1)
+        else:
+            u = torch.rand((t, 1, k), generator=generator)
+        held = u.to(kspace.device) < fraction
     held_f = held.to(torch.float32)
     return 1.0 - held_f, held_f

@@ -45,7 +45,7 @@ from mridip import batch, phantoms, sampling
 from mridip.errors import ConfigError, MridipError
 from mridip.io.atomic import atomic_path
 from mridip.kspace import DynamicKSpace
-from mridip.methods import FIT_OPTIONS, GENERATOR_OPTIONS, METHODS, reconstruct
+from mridip.methods import BLEND_OPTIONS, FIT_OPTIONS, GENERATOR_OPTIONS, METHODS, reconstruct
 from mridip.metrics import evaluate
 from mridip.operators.cartesian import fft2c, ifft2c
 
@@ -263,7 +263,7 @@ def _method_option_names(method: str) -> set[str] | None:
         from mridip.recon import FitConfig
 
         fit = {f.name for f in fields(FitConfig)} - {"seed", "max_steps"}
-        return fit | set(FIT_OPTIONS) | set(GENERATOR_OPTIONS) | {"iters"}
+        return fit | set(FIT_OPTIONS) | set(GENERATOR_OPTIONS) | set(BLEND_OPTIONS) | {"iters"}
     import inspect
 
     from mridip import baselines

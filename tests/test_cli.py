@@ -95,6 +95,17 @@ def test_bad_options_exit_2(tmp_path, capsys, radial_cine):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_runs_on_its_bundled_sample(tmp_path, capsys):
+    """The default sample is the textured, free-breathing cine: it loads with its reference
+    and the demo prints a row per method (zero filling only here: the others are measured)."""
+    code, out, _ = run(["demo", "--methods", "zf", "--out", tmp_path / "d"], capsys)
+    assert code == 0 and "sample_cine_breathing.h5" in out
+    assert "16 frames, 8 coils, 64×64" in out
+    (row,) = [line for line in out.splitlines() if line.startswith("zf ")]
+    assert 15 < float(row.split()[1]) < 30  # zero filling: far below every method
+    assert (tmp_path / "d" / "zf" / "recon.h5").exists()
+
+
 def test_console_script_installed(tmp_path):
     """The `mridip` entry point runs as a program and keeps the exit-code contract."""
     exe = Path(sys.executable).parent / "mridip"
@@ -170,10 +181,13 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     )
     assert code == 2 and "ema" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
-    a = build_parser().parse_args([*args[:6], "--lr-schedule", "plateau", "--rank", "3"])
-    assert {k: _method_options(a)[k] for k in ("lr_schedule", "rank")} == {
+    a = build_parser().parse_args(
+        [*args[:6], "--lr-schedule", "plateau", "--rank", "3", "--holdout-unit", "readout"]
+    )
+    assert {k: _method_options(a)[k] for k in ("lr_schedule", "rank", "holdout_unit")} == {
         "lr_schedule": "plateau",
         "rank": 3,
+        "holdout_unit": "readout",
     }
     code, _, err = run(
         ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys

@@ -7,6 +7,7 @@ from mridip.coils import estimate_maps
 from mridip.errors import ConfigError
 from mridip.metrics import evaluate
 from mridip.preprocess import load
+from mridip.simulate import SimulationConfig, simulate, write_simulation
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +95,38 @@ def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkey
     assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, iters=30).config["iters"] == 30
     assert mridip.reconstruct(cine.kspace, "tddip", cine.maps).config["iters"] == 1500
     assert seen == [5000, 30, 1500]
+
+
+def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
+    """``blend="tv", blend_weight=w`` returns ``(1 − w)·G + w·tv`` with tv's λ chosen from the
+    scan, and records the choice; a bad blend is refused before any fit step."""
+    from mridip import recon
+
+    calls = []
+
+    def fake_fit(self, resume=False):
+        calls.append(1)
+        t = self.kspace.n_frames
+        g = torch.full((t, *self.kspace.matrix), 0.3 + 0.1j, dtype=torch.complex64)
+        return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cine = load(path)
+    ks = cine.kspace
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25)
+    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto")
+    g = torch.full_like(tv.image, 0.3 + 0.1j)
+    assert torch.allclose(rec.image, 0.75 * g + 0.25 * tv.image, atol=1e-6)
+    record = rec.config["blend"]
+    assert record["method"] == "tv" and record["weight"] == 0.25
+    assert record["lam"] == pytest.approx(tv.config["lam"])
+    plain = mridip.reconstruct(ks, "lrdip", cine.maps)
+    assert torch.equal(plain.image, g) and "blend" not in plain.config
+    n = len(calls)
+    with pytest.raises(ConfigError, match="blend must be"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="bart")
+    with pytest.raises(ConfigError, match="blend weight"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight=1.5)
+    assert len(calls) == n  # refused before the fit

@@ -142,7 +142,7 @@ def test_breathing_moves_the_whole_thorax_and_its_texture():
     rows = (moving > 0.05).any(dim=2)
     top = [int(torch.nonzero(r).min()) for r in rows]
     assert top[4] - top[0] == pytest.approx(8, abs=1)
-    assert all(b >= a for a, b in zip(top[:5], top[1:5]))
+    assert all(b >= a for a, b in zip(top[:4], top[1:5], strict=True))
     cols = (moving > 0.05).any(dim=1)  # left–right extent: unchanged
     assert torch.equal(cols[0], cols[4])
     with pytest.raises(ConfigError, match="breathing"):

@@ -40,6 +40,34 @@ def test_holdout_split_partitions_samples(tiny):
     assert 0.15 < float(held_w.mean()) < 0.25
 
 
+def test_holdout_by_readout_takes_whole_spokes_and_lines(tiny, tmp_path):
+    """``unit="readout"`` holds out whole radial spokes and whole Cartesian lines (of the
+    measured ones), about the asked fraction of them; an unknown unit is refused."""
+    ks = tiny.kspace
+    ro = int(ks.meta["readout_samples"])
+    fit_w, held_w = holdout_weights(ks, 0.3, torch.Generator().manual_seed(0), "readout")
+    assert torch.equal(fit_w + held_w, torch.ones_like(fit_w))
+    spokes = held_w.reshape(ks.n_frames, -1, ro)
+    assert torch.equal(spokes, spokes[..., :1].expand_as(spokes))  # a spoke is all in or out
+    assert 0.1 < float(held_w.mean()) < 0.5
+    single = holdout_weights(ks, 0.3, torch.Generator().manual_seed(0))[1]
+    assert not torch.equal(
+        single.reshape(spokes.shape), single.reshape(spokes.shape)[..., :1].expand_as(spokes)
+    )
+    path = tmp_path / "cart.h5"
+    cfg = SimulationConfig(trajectory="cartesian", matrix=16, frames=4, coils=3, acceleration=2)
+    write_simulation(path, simulate(cfg))
+    cart = load(path).kspace
+    _, held = holdout_weights(cart, 0.3, torch.Generator().manual_seed(0), "readout")
+    rows = held.any(dim=-1, keepdim=True)
+    assert bool(rows.any())
+    assert torch.equal(held.bool(), rows & cart.mask)  # whole measured lines
+    with pytest.raises(ConfigError, match="holdout unit"):
+        holdout_weights(ks, 0.3, torch.Generator(), "frame")
+    with pytest.raises(ConfigError, match="holdout unit"):
+        FitConfig(holdout_unit="frame").check()
+
+
 def test_frame_subsets_visit_every_frame_each_epoch(tiny):
     rec = _fit(tiny, frames_per_step=3)
     for _ in range(3):  # 4 frames in batches of 3: one batch of 3, one of 1, per epoch
