@@ -183,8 +183,8 @@ def cine_phantom(
     seed
         Seed of the background phase and the texture.
     texture
-        Relative amplitude of a texture (:func:`tissue_texture`) that multiplies the static
-        tissue around the heart (0: the piecewise-constant phantom).
+        Relative amplitude of a texture (:func:`tissue_texture`) that multiplies the tissue
+        around the heart (0: the piecewise-constant phantom).
     breathing
         Free breathing during the scan (a real-time series rather than a gated cine): the
         whole thorax, heart and texture included, moves head-foot (along y) by up to this
@@ -215,7 +215,7 @@ def cine_phantom(
     )
     heart = myo_outer.clamp(max=1)
     body = _body(yy, xx, edge)
-    if texture:  # the static tissue only; the heart and its blood pools stay smooth
+    if texture:  # the thorax around the heart only; the heart and its blood pools stay smooth
         body = body * (1 + texture * tissue_texture(matrix, seed=seed, shift=drift)).clamp(min=0)
     mag = body * (1 - heart) * (1 - rv) + 0.35 * heart + 0.65 * lv + 0.9 * rv * (1 - heart)
     mag = mag - 0.4 * papillary * lv
