@@ -543,16 +543,22 @@ def build_parser() -> argparse.ArgumentParser:
             "--blend",
             choices=["none", "wavelet", "tv", "lps"],
             default=None,
-            help="average the DIP image with this CS method's (its λ chosen from the scan)",
+            help="average the DIP image with this CS method's (its λ chosen from the scan); "
+            "lrdip: wavelet unless none",
         )
         g.add_argument(
-            "--blend-weight", type=float, default=None, help="the CS image's share (default 0.5)"
+            "--blend-weight",
+            type=_lam_value,
+            default=None,
+            metavar="auto|W",
+            help="the CS image's share in [0, 1], or auto (default): the share that best "
+            "predicts the fit's held-out samples",
         )
         g.add_argument(
             "--holdout-unit",
             choices=["sample", "readout"],
             default=None,
-            help="hold out single samples (default) or whole readouts (spokes, lines)",
+            help="hold out single samples or whole readouts (spokes, lines; lrdip's default)",
         )
         g.add_argument(
             "--patience", type=int, default=None, help="steps without improvement to stop"

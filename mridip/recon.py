@@ -306,6 +306,14 @@ class Reconstructor:
         if not self.kspace.is_cartesian and self.config.density_weighted:
             dcf = self.kspace.dcf
         fit_w = None if split is None else split[0]
+        #: ``(fitted, held-out)`` sample weights of the stopping rule (None: nothing held out)
+        self.split = split
+        #: the returned image's counterpart fitted to the fitted samples only (data units), so
+        #: that the held-out samples can still judge it: the generator's image, or the final
+        #: data-consistency step solved without the held-out samples (set by :meth:`fit`; None
+        #: when nothing is held out or a refit saw them all)
+        self.blind_image: torch.Tensor | None = None
+        self._blind: torch.Tensor | None = None
         self.op_fit = self._operator(dcf, fit_w)
         self.rhs_fit = self.op_fit.weighted_adjoint(y)
         self.yy_fit = self._weighted_energy(y, dcf, fit_w)
@@ -485,6 +493,7 @@ class Reconstructor:
         info["final_val_residual"] = {"none": r_g, "dc": r_dc}
         if r_dc < r_g:
             info["final"] = "dc"
+            self._blind = trial
             return self._cg_image(g, c.final_mu, None, c.final_iters)
         info["final"] = "none"
         return g
@@ -742,10 +751,16 @@ class Reconstructor:
                 out = self._output(None)
             else:
                 out = self._image()
+        self.blind_image = None
+        blind: torch.Tensor | None = None
+        if c.final != "refit" and self.op_val is not None:
+            blind = out
         # a refit with nothing held out would repeat the fit's own data: it is skipped and said so
         info["final"] = "none" if c.final == "refit" and self.op_val is None else c.final
+        self._blind = None  # set by _final_dc when it takes the step
         if c.admm_iters > 0:
             out = self._admm(out, hist, info)
+            blind = out if blind is not None else None  # ADMM's x saw the fitted samples only
             if c.final == "auto" and self.op_val is not None:
                 with torch.no_grad():
                     out = self._final_dc(out, info)
@@ -753,9 +768,14 @@ class Reconstructor:
             info["final"] = "admm"
         elif c.final == "dc":
             with torch.no_grad():
+                if blind is not None:
+                    blind = self._cg_image(out, c.final_mu, None, c.final_iters, fitted_only=True)
                 out = self._cg_image(out, c.final_mu, None, c.final_iters)
         elif c.final == "auto":
             with torch.no_grad():
                 out = self._final_dc(out, info)
+        if blind is not None:
+            blind = blind if self._blind is None else self._blind
+            self.blind_image = (blind.detach() * self.scale).to(torch.complex64)
         image = (out.detach() * self.scale).to("cpu", torch.complex64)
         return FitResult(image, hist, best_step, stopped, time.perf_counter() - t0, info)

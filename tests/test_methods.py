@@ -91,8 +91,9 @@ def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkey
         return recon.FitResult(image, {}, 0, False, 0.0, {})
 
     monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
-    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps).config["iters"] == 5000
-    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, iters=30).config["iters"] == 30
+    kw = {"blend": "none"}
+    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, **kw).config["iters"] == 5000
+    assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, iters=30, **kw).config["iters"] == 30
     assert mridip.reconstruct(cine.kspace, "tddip", cine.maps).config["iters"] == 1500
     assert seen == [5000, 30, 1500]
 
@@ -122,11 +123,80 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     record = rec.config["blend"]
     assert record["method"] == "tv" and record["weight"] == 0.25
     assert record["lam"] == pytest.approx(tv.config["lam"])
-    plain = mridip.reconstruct(ks, "lrdip", cine.maps)
-    assert torch.equal(plain.image, g) and "blend" not in plain.config
+    plain = mridip.reconstruct(ks, "lrdip", cine.maps, blend="none")
+    assert torch.equal(plain.image, g) and plain.config["blend"] == "none"  # no blend record
+    # lrdip's default: the wavelet image at the weight the held-out samples choose
+    default = mridip.reconstruct(ks, "lrdip", cine.maps).config["blend"]
+    assert default["method"] == "wavelet" and default["weight_rule"].startswith("even")
+    other = mridip.reconstruct(ks, "tddip", cine.maps, iters=2, blend=None)
+    assert other.config["blend"] is None  # other presets: no blend record unless asked
     n = len(calls)
     with pytest.raises(ConfigError, match="blend must be"):
         mridip.reconstruct(ks, "lrdip", cine.maps, blend="bart")
     with pytest.raises(ConfigError, match="blend weight"):
         mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight=1.5)
     assert len(calls) == n  # refused before the fit
+
+
+def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkeypatch):
+    """``blend_weight="auto"``: the weight is the minimum over ``[0, 1]`` of the held-out
+    residual of ``(1 − w)·G + w·C``, with ``G`` the DIP's image fitted without the held-out
+    samples and ``C`` the CS image solved on the fitted samples only (both blind to the held-out
+    ones); a generator that explains nothing gets the CS image; no hold-out falls back to ½."""
+    from mridip import recon
+    from mridip.lam import _HeldOut, solve
+    from mridip.operators import for_kspace
+
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cine = load(path)
+    ks = cine.kspace
+    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto")
+    zf = mridip.reconstruct(ks, "zf", cine.maps).image
+    seen = {}
+
+    def fake_fit(g):
+        def fit(self, resume=False):
+            self.blind_image = g
+            seen["split"] = self.split
+            return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+        return fit
+
+    # a generator image with the right content but the zero-filled image's streaks
+    g = 0.5 * (zf + tv.image)
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(g))
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="auto")
+    record = rec.config["blend"]
+    w = record["weight"]
+    assert record["weight_rule"] == "heldout" and 0 <= w <= 1
+    assert torch.allclose(rec.image, (1 - w) * g + w * tv.image, atol=1e-6)
+    # the brute-force minimum over a grid, with the CS image blind to the held-out samples
+    fit_w, held_w = seen["split"]
+    c = solve(
+        "tv",
+        ks,
+        cine.maps,
+        tv.config["lam"],
+        operator=for_kspace(ks, cine.maps, weights=fit_w),
+        iters=tv.config.get("iters"),
+        seed=0,
+    ).image
+    held = _HeldOut(ks, cine.maps, held_w * ks.dcf)  # the rule weights by the density
+    grid = torch.linspace(0, 1, 41)
+    scores = [held((1 - v) * g + v * c) for v in grid.tolist()]
+    best = float(grid[int(torch.tensor(scores).argmin())])
+    assert abs(w - best) <= 0.025 + 1e-6
+    assert held((1 - w) * g + w * c) <= min(scores) * (1 + 1e-4)
+    assert 0 < w < 1  # both images carry something the other lacks
+    # a generator that explains nothing: all of the weight goes to the CS image
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(torch.zeros_like(g)))
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="auto")
+    assert rec.config["blend"]["weight"] > 0.95
+    # nothing held out: the even average, said so
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(g))
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="auto", holdout=0)
+    assert rec.config["blend"]["weight"] == 0.5
+    assert rec.config["blend"]["weight_rule"] == "even (no hold-out)"
+    with pytest.raises(ConfigError, match="blend weight"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="best")

@@ -250,6 +250,39 @@ def test_auto_final_keeps_the_step_only_where_the_held_out_samples_favour_it(tin
     assert evaluate(dc.fit().image, truth)["psnr"] < evaluate(res.image, truth)["psnr"] - 3
 
 
+def test_blind_image_is_the_returned_image_fitted_without_the_held_out_samples(tiny):
+    """``blind_image`` (what judges a blend's weight): the generator's image when no step
+    follows; with the data-consistency step, that step solved on the fitted samples only — it
+    differs from the returned image (which saw all samples) and predicts the held-out samples
+    worse; None when nothing is held out or a refit saw them all."""
+    truth = torch.as_tensor(tiny.reference).to(torch.complex64)
+    static = truth.mean(0, keepdim=True).expand_as(truth)
+    rec = _fixed_fit(tiny.kspace, tiny.maps, lambda s: static / s)
+    rec.config = dataclasses.replace(rec.config, final="none")
+    res = rec.fit()
+    assert torch.allclose(rec.blind_image, res.image)
+    for final in ("auto", "dc"):
+        rec = _fixed_fit(tiny.kspace, tiny.maps, lambda s: static / s)
+        rec.config = dataclasses.replace(rec.config, final=final)
+        res = rec.fit()
+        assert res.info["final"] == "dc"
+        blind = rec.blind_image
+        with torch.no_grad():
+            expect = rec._cg_image(
+                rec._image(), rec.config.final_mu, None, rec.config.final_iters, fitted_only=True
+            )
+        assert torch.allclose(blind, (expect * rec.scale).to(torch.complex64), atol=1e-5)
+        held = rec.split[1]
+        with torch.no_grad():
+            r_blind = float(rec._residual(rec.op_val, rec.rhs_val, rec.yy_val, blind / rec.scale))
+            r_all = float(rec._residual(rec.op_val, rec.rhs_val, rec.yy_val, res.image / rec.scale))
+        assert held.sum() > 0 and r_all < r_blind
+    for kw in ({"holdout": 0.0}, {"final": "refit"}):
+        rec = _fit(tiny, steps=3, **kw)
+        rec.fit()
+        assert rec.blind_image is None
+
+
 # -- issue 20: levers of the fit ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_support(tiny):

@@ -788,8 +788,12 @@ PRESETS: dict[str, PresetInfo] = {
         },
         # a step costs about one frame of tddip, and at 1500 steps the fits were still
         # improving; with the limit at 5000 the learning rate halves at 2500 and 3750 and the
-        # held-out rule ended the fits at 1760 (PINCAT) and 2820 steps (rat cine), 48², 8 frames
-        {"max_steps": 5000},
+        # held-out rule ended the fits at 1760 (PINCAT) and 2820 steps (rat cine), 48², 8 frames.
+        # Whole spokes (lines) held out: they judge the image between the measured readouts,
+        # where undersampling errs, so they stop 16-frame fits that single samples let run to
+        # the limit, and they choose the blend weight (mridip.methods); the held-out readouts
+        # then rejoin through the data-consistency step (docs/reconstructor.md, measured there)
+        {"max_steps": 5000, "holdout": 0.15, "holdout_unit": "readout", "final": "dc"},
     ),
 }
 
