@@ -541,10 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
         g.add_argument(
             "--blend",
-            choices=["none", "wavelet", "tv", "lps"],
+            choices=["none", "auto", "wavelet", "tv", "lps"],
             default=None,
             help="average the DIP image with this CS method's (its λ chosen from the scan); "
-            "lrdip: wavelet unless none",
+            "auto: the one whose blend best predicts the held-out samples (lrdip's default)",
         )
         g.add_argument(
             "--blend-weight",

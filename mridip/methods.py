@@ -347,7 +347,7 @@ BLEND_OPTIONS = ("blend", "blend_weight")
 BLEND_METHODS = ("wavelet", "tv", "lps")
 #: Blend of each preset when none is asked for (docs/reconstructor.md: ``lrdip`` with the
 #: wavelet image at the weight its held-out spokes choose, measured on four series).
-BLEND_DEFAULTS: dict[str, str] = {"lrdip": "wavelet"}
+BLEND_DEFAULTS: dict[str, str] = {"lrdip": "auto"}
 
 
 def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float | None]:
@@ -356,9 +356,9 @@ def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float 
     (``"auto"``, the default). Checked before a fit starts, so that a bad value costs
     nothing."""
     method = opts.get("blend") or BLEND_DEFAULTS.get(preset, "none")
-    if method != "none" and method not in BLEND_METHODS:
+    if method not in ("none", "auto", *BLEND_METHODS):
         raise ConfigError(
-            f"blend must be none or one of {', '.join(BLEND_METHODS)}, not {method!r}"
+            f"blend must be none, auto or one of {', '.join(BLEND_METHODS)}, not {method!r}"
         )
     weight = opts.get("blend_weight")
     if weight is None or weight == "auto":
@@ -372,7 +372,7 @@ def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float 
     return method, weight
 
 
-def _heldout_weight(
+def _heldout_curve(
     kspace: DynamicKSpace,
     maps: torch.Tensor,
     method: str,
@@ -381,15 +381,15 @@ def _heldout_weight(
     lam: float,
     iters: int | None,
     seed: int,
-) -> tuple[float, dict[str, Any]]:
-    """The blend weight that best predicts the fit's held-out samples.
+) -> tuple[float, float, float]:
+    """Held-out residuals ``(r(0), r(½), r(1))`` of the blend ``(1 − w)·G + w·C``.
 
-    Both images must be blind to those samples: the DIP's ``blind_image`` (the returned image's
-    counterpart fitted to the fitted samples only, :class:`mridip.recon.Reconstructor`) and the
-    CS image, solved again at its chosen λ on the fitted samples (the image of all data has
-    seen the held-out ones and would always win). Non-Cartesian residuals are weighted by the
-    density compensation. The held-out residual of ``(1 − w)·G + w·C`` is a quadratic in
-    ``w``: three evaluations give it exactly; its minimum is clipped to ``[0, 1]``."""
+    Both images must be blind to the held-out samples: the DIP's ``blind_image`` (the returned
+    image's counterpart fitted to the fitted samples only, :class:`mridip.recon.Reconstructor`)
+    and the CS image, solved again at its chosen λ on the fitted samples (the image of all data
+    has seen the held-out ones and would always win). Non-Cartesian residuals are weighted by
+    the density compensation. The residual is a quadratic in ``w``: these three values give it
+    exactly (:func:`_quadratic`)."""
     from mridip.lam import _HeldOut, solve
     from mridip.operators import for_kspace
 
@@ -405,11 +405,46 @@ def _heldout_weight(
         # the truth and the weighted residual agree on 0.4)
         held_w = held_w * kspace.dcf
     held = _HeldOut(kspace, maps, held_w)
-    r0, rh, r1 = held(g), held(0.5 * (g + c)), held(c)
-    a = 2 * (r0 + r1 - 2 * rh)  # r(w) = a·w² + b·w + r0 through (0, r0), (½, rh), (1, r1)
+    return held(g), held(0.5 * (g + c)), held(c)
+
+
+def _quadratic(r0: float, rh: float, r1: float, weight: float | None) -> tuple[float, float]:
+    """``(w, r(w))`` of the parabola through ``(0, r0)``, ``(½, rh)``, ``(1, r1)``: at the given
+    weight, or (None) at its minimum over ``[0, 1]``."""
+    a = 2 * (r0 + r1 - 2 * rh)
     b = r1 - r0 - a
-    w = min(max(-b / (2 * a), 0.0), 1.0) if a > 0 else (1.0 if r1 < r0 else 0.0)
-    return w, {"heldout_residual": {"dip": r0, "half": rh, "cs": r1}}
+    if weight is None:
+        weight = min(max(-b / (2 * a), 0.0), 1.0) if a > 0 else (1.0 if r1 < r0 else 0.0)
+    return weight, a * weight**2 + b * weight + r0
+
+
+def _blend_with(
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    weight: float | None,
+    seed: int,
+    fitted: Reconstructor | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """One CS partner: its image (λ chosen from the scan) and the blend's record."""
+    cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
+    lam = cs.info.get("lam")
+    record: dict[str, Any] = {"method": method, "lam": lam}
+    if cs.info.get("iters") is not None:
+        record["iters"] = cs.info["iters"]
+    g = None if fitted is None else fitted.blind_image
+    if fitted is None or fitted.split is None or g is None or lam is None:
+        # nothing held out (or a refit saw it all): the even average unless a weight was given
+        record["weight_rule"] = "given" if weight is not None else "even (no hold-out)"
+        record["weight"] = 0.5 if weight is None else weight
+        return cs.image, record
+    r = _heldout_curve(
+        kspace, maps, method, g, fitted.split, float(lam), cs.info.get("iters"), seed
+    )
+    record["weight_rule"] = "given" if weight is not None else "heldout"
+    record["weight"], record["heldout_blend"] = _quadratic(*r, weight)
+    record["heldout_residual"] = {"dip": r[0], "half": r[1], "cs": r[2]}
+    return cs.image, record
 
 
 def _blend(
@@ -424,29 +459,27 @@ def _blend(
     """``(1 − w)·DIP + w·CS``: the DIP image averaged with a CS image of the same data, the CS
     method's weight chosen from the scan (``lam="auto"``). Two priors whose errors are not
     the same: the average is closer to the truth than either where both are good
-    (docs/reconstructor.md, measured there). ``weight`` None: ``w`` chosen by the fit's
-    held-out samples (:func:`_heldout_weight`; needs ``fitted``, the fit's reconstructor with
-    a hold-out, else ½)."""
-    cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
-    lam = cs.info.get("lam")
-    record: dict[str, Any] = {"method": method, "lam": lam}
-    if cs.info.get("iters") is not None:
-        record["iters"] = cs.info["iters"]
-    if weight is None:
-        record["weight_rule"] = "heldout"
-        g = None if fitted is None else fitted.blind_image
-        if fitted is None or fitted.split is None or g is None or lam is None:
-            weight = 0.5  # nothing held out (or a refit saw it all): the even average
-            record["weight_rule"] = "even (no hold-out)"
+    (docs/reconstructor.md, measured there).
+
+    ``weight`` None: ``w`` is the minimum over ``[0, 1]`` of the blend's residual on the fit's
+    held-out samples (:func:`_heldout_curve`; needs ``fitted``, the fit's reconstructor with a
+    hold-out, else ½). ``method="auto"``: every method of :data:`BLEND_METHODS` is tried and
+    the blend whose held-out residual is lowest is kept (without a hold-out: ``wavelet``)."""
+    if method == "auto":
+        if fitted is None or fitted.split is None or fitted.blind_image is None:
+            method = "wavelet"
         else:
-            split = fitted.split
-            weight, extra = _heldout_weight(
-                kspace, maps, method, g, split, float(lam), cs.info.get("iters"), seed
-            )
-            record.update(extra)
-    mixed = (1 - weight) * image + weight * cs.image.to(image.device, image.dtype)
-    record["weight"] = weight
-    return mixed, record
+            tried = [_blend_with(kspace, maps, m, weight, seed, fitted) for m in BLEND_METHODS]
+            cs_image, record = min(tried, key=lambda t: t[1]["heldout_blend"])
+            record["tried"] = {
+                r["method"]: {"weight": r["weight"], "heldout_blend": r["heldout_blend"]}
+                for _, r in tried
+            }
+            w = record["weight"]
+            return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
+    cs_image, record = _blend_with(kspace, maps, method, weight, seed, fitted)
+    w = record["weight"]
+    return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:

@@ -200,3 +200,14 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     assert rec.config["blend"]["weight_rule"] == "even (no hold-out)"
     with pytest.raises(ConfigError, match="blend weight"):
         mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="best")
+    # blend="auto": every CS partner tried, the one whose blend predicts the held-out samples
+    # best kept, at its own weight
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(g))
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto")
+    record = rec.config["blend"]
+    tried = record["tried"]
+    assert set(tried) == {"wavelet", "tv", "lps"}
+    assert record["method"] == min(tried, key=lambda m: tried[m]["heldout_blend"])
+    partner = mridip.reconstruct(ks, record["method"], cine.maps, lam="auto").image
+    w = record["weight"]
+    assert torch.allclose(rec.image, (1 - w) * g + w * partner, atol=1e-6)
