@@ -193,3 +193,20 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys
     )
     assert code == 2 and "no option rank" in err and err.count("\n") == 1
+    a = build_parser().parse_args([*args[:6], "--blend", "auto", "--blend-weight", "auto"])
+    assert {k: _method_options(a)[k] for k in ("blend", "blend_weight")} == {
+        "blend": "auto",
+        "blend_weight": "auto",
+    }
+    a = build_parser().parse_args([*args[:6], "--blend", "tv", "--blend-weight", "0.3"])
+    assert _method_options(a)["blend_weight"] == 0.3
+    code, _, err = run(
+        ["recon", radial_cine, "-o", tmp_path / "o", "--method", "lrdip", "--blend-weight", "1.5"],
+        capsys,
+    )
+    assert code == 2 and "blend weight" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+    for bad in (["--blend-weight", "half"], ["--blend", "bart"]):  # argparse's own refusal
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args([*args[:6], *bad])
+        assert exc.value.code == 2

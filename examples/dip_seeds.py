@@ -1,0 +1,113 @@
+"""lrdip as it runs by default against the CS methods at their chosen and swept weights, seed by
+seed, on the scans of ``examples/studies/dip_ablation.toml``.
+
+A seed changes the scan (receiver noise, golden-angle start) and the fit (weights, hold-out);
+the study file runs seed 0 only, for its cost. For each dataset and seed this script builds the
+study's scan of that seed (:func:`mridip.study.cell_inputs`), estimates the maps as
+``mridip recon`` does, runs ``lrdip`` with its defaults (and the dataset's generator options
+from the study file) and, unless ``--no-cs``, ``tv``, ``lps`` and ``wavelet`` with
+``--lam auto`` and over the study's grid of weights. Rows (PSNR, SSIM, in the ROI where the
+dataset has one, seconds, steps, the blend's partner and weight) go to ``--out`` as JSON, one
+file per run, appended as they finish, so a stopped run resumes. docs/benchmarks.md's
+three-seed table comes from
+
+    python examples/dip_seeds.py --datasets rat,pincat --seeds 0,1,2 --out out/seeds_a.json
+    python examples/dip_seeds.py --datasets perfusion,cine-textured --seeds 0,1,2 \\
+        --out out/seeds_b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mridip.coils import estimate_maps
+from mridip.methods import reconstruct
+from mridip.metrics import evaluate
+from mridip.study import cell_inputs, expand_cells, load_study
+
+STUDY = Path(__file__).resolve().parent / "studies" / "dip_ablation.toml"
+CS = ("tv", "lps", "wavelet")
+
+
+def quality(image: Any, inp: Any) -> dict[str, float]:
+    """PSNR and SSIM against the truth, and in the dataset's ROI where it has one."""
+    q = evaluate(image, inp.reference)
+    r = {"psnr": round(q["psnr"], 2), "ssim": round(q["ssim"], 4)}
+    if inp.roi is not None:
+        qr = evaluate(image, inp.reference, roi=inp.roi)
+        r |= {"psnr_roi": round(qr["psnr"], 2), "ssim_roi": round(qr["ssim"], 4)}
+    return r
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="rat,pincat,cine-textured,perfusion")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--no-cs", action="store_true", help="lrdip only")
+    ap.add_argument("--out", default="out/dip_seeds.json")
+    a = ap.parse_args()
+    cells = expand_cells(load_study(STUDY))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
+    done = {(r["dataset"], r["seed"], r["method"], str(r.get("lam"))) for r in rows}
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        tmp.replace(out)
+        print(row, flush=True)
+
+    for ds in a.datasets.split(","):
+        mine = [c for c in cells if c["dataset"]["name"] == ds]
+        if not mine:
+            raise SystemExit(f"{ds}: not a dataset of {STUDY.name}")
+        grids: dict[str, list[float]] = {m: [] for m in CS}
+        for c in mine:
+            m = c["method"]
+            if m["method"] in CS and "lam" in m["options"]:
+                grids[m["method"]].append(float(m["options"]["lam"]))
+        dip = next(c for c in mine if c["method"]["label"] == "lrdip")
+        for seed in (int(s) for s in a.seeds.split(",")):
+            cell = dict(dip, seed=seed)
+            inp = cell_inputs(cell)
+            maps = estimate_maps(inp.kspace)
+
+            if (ds, seed, "lrdip", "None") not in done:
+                t0 = time.perf_counter()
+                opts = dict(dip["method"]["options"], progress=False)
+                rec = reconstruct(inp.kspace, "lrdip", maps, seed=seed, **opts)
+                blend = rec.config.get("blend") or {}
+                add(
+                    {"dataset": ds, "seed": seed, "method": "lrdip", **quality(rec.image, inp)}
+                    | {
+                        "seconds": round(time.perf_counter() - t0, 1),
+                        "steps": rec.config.get("steps_run"),
+                        "stopped_early": rec.config.get("stopped_early"),
+                        "partner": blend.get("method"),
+                        "weight": blend.get("weight"),
+                        "tried": blend.get("tried"),
+                    }
+                )
+            if a.no_cs:
+                continue
+            for m in CS:
+                for lam in ["auto", *grids[m]]:
+                    if (ds, seed, m, str(lam)) in done:
+                        continue
+                    t0 = time.perf_counter()
+                    rec = reconstruct(inp.kspace, m, maps, seed=seed, lam=lam)
+                    add(
+                        {"dataset": ds, "seed": seed, "method": m, "lam": lam}
+                        | quality(rec.image, inp)
+                        | {"seconds": round(time.perf_counter() - t0, 1)}
+                    )
+
+
+if __name__ == "__main__":
+    main()
