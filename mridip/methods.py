@@ -345,10 +345,10 @@ GENERATOR_OPTIONS = (
 BLEND_OPTIONS = ("blend", "blend_weight")
 #: CS methods a DIP image may be blended with.
 BLEND_METHODS = ("wavelet", "tv", "lps")
-#: Blend of each preset when none is asked for (docs/reconstructor.md: ``lrdip`` with the CS
-#: image whose blend best predicts its held-out spokes, at the weight that does; measured on
-#: four series and three seeds in docs/benchmarks.md).
-BLEND_DEFAULTS: dict[str, str] = {"lrdip": "auto"}
+#: Blend of each preset when none is asked for (docs/reconstructor.md: the CS image whose blend
+#: best predicts the held-out spokes, at the weight that does; ``lrdip`` measured on four
+#: series and three seeds in docs/benchmarks.md, ``mridip`` on two series).
+BLEND_DEFAULTS: dict[str, str] = {"mridip": "auto", "lrdip": "auto"}
 
 
 def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float | None]:

@@ -125,9 +125,11 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     assert record["lam"] == pytest.approx(tv.config["lam"])
     plain = mridip.reconstruct(ks, "lrdip", cine.maps, blend="none")
     assert torch.equal(plain.image, g) and plain.config["blend"] == "none"  # no blend record
-    # lrdip's default: the wavelet image at the weight the held-out samples choose
+    # lrdip's default: blend auto (the fake fit has no blind image: wavelet, even, said so)
     default = mridip.reconstruct(ks, "lrdip", cine.maps).config["blend"]
     assert default["method"] == "wavelet" and default["weight_rule"].startswith("even")
+    graph = mridip.reconstruct(ks, "mridip", cine.maps).config["blend"]  # the default method too
+    assert graph["method"] == "wavelet" and graph["weight_rule"].startswith("even")
     other = mridip.reconstruct(ks, "tddip", cine.maps, iters=2, blend=None)
     assert other.config["blend"] is None  # other presets: no blend record unless asked
     n = len(calls)

@@ -691,6 +691,10 @@ class PresetInfo:
         return model.param_count()
 
 
+#: The hold-out of the blended presets: 15% of the readouts (spokes, lines), which stop the fit
+#: and choose the blend (docs/reconstructor.md), then rejoin through the data-consistency step.
+_SPOKES: dict[str, Any] = {"holdout": 0.15, "holdout_unit": "readout", "final": "dc"}
+
 PRESETS: dict[str, PresetInfo] = {
     "dip": PresetInfo(
         "dip",
@@ -766,6 +770,10 @@ PRESETS: dict[str, PresetInfo] = {
             "frame_scale": 0.1,
             "init_std": None,
         },
+        # held-out spokes, the data-consistency step on all data, and (mridip.methods) the blend
+        # they choose, as lrdip: on the rat cine and PINCAT at 48² (seed 0) 38.49 and 31.46 dB
+        # in 840 and 560 steps, against 37.03 dB in 1240 steps with single held-out samples
+        dict(_SPOKES),
     ),
     "lrdip": PresetInfo(
         "lrdip",
@@ -793,7 +801,7 @@ PRESETS: dict[str, PresetInfo] = {
         # where undersampling errs, so they stop 16-frame fits that single samples let run to
         # the limit, and they choose the blend weight (mridip.methods); the held-out readouts
         # then rejoin through the data-consistency step (docs/reconstructor.md, measured there)
-        {"max_steps": 5000, "holdout": 0.15, "holdout_unit": "readout", "final": "dc"},
+        {"max_steps": 5000, **_SPOKES},
     ),
 }
 
