@@ -441,7 +441,12 @@ def _blend_with(
         return cs.image, record
     if fitted is None or fitted.split is None or g is None or lam is None:
         # nothing held out (or a refit saw it all): the even average unless a weight was given
-        record["weight_rule"] = "given" if weight is not None else "even (no hold-out)"
+        even = (
+            "even (no hold-out)"
+            if fitted is None or fitted.split is None
+            else "even (no blind image)"
+        )
+        record["weight_rule"] = "given" if weight is not None else even
         record["weight"] = 0.5 if weight is None else weight
         return cs.image, record
     r = _heldout_curve(
