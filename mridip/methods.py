@@ -8,8 +8,8 @@ new method becomes available everywhere by registering it here.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,6 +56,8 @@ class Reconstruction:
     frame_times, geometry
         The k-space's frame times ``(T,)`` in seconds and scanner geometry (or None), for
         the result files.
+    options
+        The method options as they were given (``config`` also holds what the method chose).
     """
 
     image: torch.Tensor
@@ -66,6 +68,7 @@ class Reconstruction:
     config: dict[str, Any]
     frame_times: torch.Tensor | None = None
     geometry: Geometry | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -261,7 +264,9 @@ def reconstruct(
     iters
         Iterations (method-specific default when None).
     **options
-        Method options (e.g. ``lam`` for ``cgsense``).
+        Method options (e.g. ``lam`` for ``cgsense``). A DIP method's ``blend_partners``: a
+        mapping from CS method name to a :class:`Reconstruction` of the same data with
+        ``lam="auto"`` and default options, reused by the blend instead of solving again.
 
     Returns
     -------
@@ -296,7 +301,11 @@ def reconstruct(
         "device": str(dev),
         "seed": seed,
         "iters": iters if iters is not None else spec.default_iters,
-        **{k: v for k, v in options.items() if not isinstance(v, torch.Tensor) and not callable(v)},
+        **{
+            k: v
+            for k, v in options.items()
+            if not isinstance(v, torch.Tensor) and not callable(v) and k != "blend_partners"
+        },
         **out.info,
     }
     return Reconstruction(
@@ -308,6 +317,7 @@ def reconstruct(
         config=config,
         frame_times=kspace.frame_times,
         geometry=kspace.geometry,
+        options=dict(options, iters=iters),
     )
 
 
@@ -419,6 +429,27 @@ def _quadratic(r0: float, rh: float, r1: float, weight: float | None) -> tuple[f
     return weight, a * weight**2 + b * weight + r0
 
 
+def _partner(
+    partners: Mapping[str, Reconstruction] | None, method: str, kspace: DynamicKSpace, seed: int
+) -> Reconstruction | None:
+    """The caller's reconstruction by ``method`` when it is what the blend would compute itself:
+    same method, seed and image shape, ``lam`` chosen from the scan by the default rule and no
+    other option changed; else None (the blend solves it)."""
+    known = (partners or {}).get(method)
+    if known is None:
+        return None
+    given = {k: v for k, v in known.options.items() if v is not None}
+    same = (
+        known.method == method
+        and known.config.get("seed") == seed
+        and given.get("lam", "auto") == "auto"  # None: chosen from the scan too
+        and given.get("lam_rule", DEFAULT_RULE) == DEFAULT_RULE
+        and set(given) <= {"lam", "lam_rule", "device"}
+        and tuple(known.image.shape) == (kspace.n_frames, *kspace.matrix)
+    )
+    return known if same else None
+
+
 def _blend_with(
     kspace: DynamicKSpace,
     maps: torch.Tensor,
@@ -427,18 +458,28 @@ def _blend_with(
     seed: int,
     fitted: Reconstructor | None,
     judge: bool = False,
+    partners: Mapping[str, Reconstruction] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One CS partner: its image (λ chosen from the scan) and the blend's record; the blend is
-    judged on the held-out samples when its weight is to be chosen or ``judge`` asks."""
-    cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
-    lam = cs.info.get("lam")
+    judged on the held-out samples when its weight is to be chosen or ``judge`` asks.
+    ``partners``: reconstructions of the same data by CS methods with ``lam="auto"`` (what
+    ``mridip demo`` has already computed), used instead of solving again."""
+    known = _partner(partners, method, kspace, seed)
+    if known is not None:
+        image, info = known.image, known.config
+    else:
+        cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
+        image, info = cs.image, cs.info
+    lam = info.get("lam")
     record: dict[str, Any] = {"method": method, "lam": lam}
-    if cs.info.get("iters") is not None:
-        record["iters"] = cs.info["iters"]
+    if known is not None:
+        record["reused"] = True
+    if info.get("iters") is not None:
+        record["iters"] = info["iters"]
     g = None if fitted is None else fitted.blind_image
     if weight is not None and not judge:
         record["weight_rule"], record["weight"] = "given", weight
-        return cs.image, record
+        return image, record
     if fitted is None or fitted.split is None or g is None or lam is None:
         # nothing held out (or a refit saw it all): the even average unless a weight was given
         even = (
@@ -448,14 +489,12 @@ def _blend_with(
         )
         record["weight_rule"] = "given" if weight is not None else even
         record["weight"] = 0.5 if weight is None else weight
-        return cs.image, record
-    r = _heldout_curve(
-        kspace, maps, method, g, fitted.split, float(lam), cs.info.get("iters"), seed
-    )
+        return image, record
+    r = _heldout_curve(kspace, maps, method, g, fitted.split, float(lam), info.get("iters"), seed)
     record["weight_rule"] = "given" if weight is not None else "heldout"
     record["weight"], record["heldout_blend"] = _quadratic(*r, weight)
     record["heldout_residual"] = {"dip": r[0], "half": r[1], "cs": r[2]}
-    return cs.image, record
+    return image, record
 
 
 def _blend(
@@ -466,6 +505,7 @@ def _blend(
     weight: float | None,
     seed: int,
     fitted: Reconstructor | None = None,
+    partners: Mapping[str, Reconstruction] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``(1 − w)·DIP + w·CS``: the DIP image averaged with a CS image of the same data, the CS
     method's weight chosen from the scan (``lam="auto"``). Two priors whose errors are not
@@ -481,17 +521,21 @@ def _blend(
             method = "wavelet"
         else:
             tried = [
-                _blend_with(kspace, maps, m, weight, seed, fitted, judge=True)
+                _blend_with(kspace, maps, m, weight, seed, fitted, True, partners)
                 for m in BLEND_METHODS
             ]
             cs_image, record = min(tried, key=lambda t: t[1]["heldout_blend"])
             record["tried"] = {
-                r["method"]: {"weight": r["weight"], "heldout_blend": r["heldout_blend"]}
+                r["method"]: {
+                    "weight": r["weight"],
+                    "heldout_blend": r["heldout_blend"],
+                    **({"reused": True} if r.get("reused") else {}),
+                }
                 for _, r in tried
             }
             w = record["weight"]
             return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
-    cs_image, record = _blend_with(kspace, maps, method, weight, seed, fitted)
+    cs_image, record = _blend_with(kspace, maps, method, weight, seed, fitted, False, partners)
     w = record["weight"]
     return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
 
@@ -535,7 +579,14 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
         image = res.image
         if blend != "none":
             image, info["blend"] = _blend(
-                image, kspace, maps, blend, blend_weight, seed, fitted=rec
+                image,
+                kspace,
+                maps,
+                blend,
+                blend_weight,
+                seed,
+                fitted=rec,
+                partners=opts.get("blend_partners"),
             )
         return MethodOutput(image, res.history, info)
 

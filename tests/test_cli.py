@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from mridip.cli import main
 
@@ -104,6 +105,33 @@ def test_demo_runs_on_its_bundled_sample(tmp_path, capsys):
     (row,) = [line for line in out.splitlines() if line.startswith("zf ")]
     assert 15 < float(row.split()[1]) < 30  # zero filling: far below every method
     assert (tmp_path / "d" / "zf" / "recon.h5").exists()
+
+
+def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypatch):
+    """The DIP row's blend takes the demo's own `tv` image instead of solving it again, and the
+    demo says which partner and weight it chose (a stand-in fit keeps this small)."""
+    from mridip import lam, methods, recon
+    from mridip.simulate import SimulationConfig, simulate, write_simulation
+
+    def fake_fit(self, resume=False):
+        g = torch.zeros((self.kspace.n_frames, *self.kspace.matrix), dtype=torch.complex64)
+        self.blind_image = g
+        return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    chosen = []  # the CS methods whose λ is chosen (each costs several solves)
+    real = lam.choose_lam
+    monkeypatch.setattr(methods, "choose_lam", lambda *a, **k: chosen.append(a[2]) or real(*a, **k))
+    sample = tmp_path / "s.h5"
+    write_simulation(sample, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    code, out, _ = run(
+        ["demo", "--sample", sample, "--methods", "tv,lrdip", "--out", tmp_path / "d"], capsys
+    )
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if "blended with" in x]
+    assert "chosen from 3 CS image(s); reused tv from above" in line
+    assert chosen.count("tv") == 1  # tv's λ chosen once, for its own row
+    assert sorted(chosen) == ["lps", "tv", "wavelet"]
 
 
 def test_console_script_installed(tmp_path):

@@ -1,3 +1,6 @@
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -123,6 +126,25 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     record = rec.config["blend"]
     assert record["method"] == "tv" and record["weight"] == 0.25
     assert record["lam"] == pytest.approx(tv.config["lam"])
+    # a CS image the caller has already made is reused when it is the one the blend would make
+    # (the demo's tv): a marked copy shows which image was taken; other options: solved again
+    marked = dataclasses.replace(tv, image=tv.image + 1.0)
+    reused = mridip.reconstruct(
+        ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25, blend_partners={"tv": marked}
+    )
+    assert torch.allclose(reused.image, 0.75 * g + 0.25 * marked.image, atol=1e-6)
+    assert reused.config["blend"]["reused"] and "blend_partners" not in reused.config
+    json.dumps(reused.config)  # the result files' record stays plain JSON
+    for other in (
+        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", seed=1),
+        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", lam_spatial=0.5),
+        mridip.reconstruct(ks, "tv", cine.maps, lam=0.03),
+    ):
+        again = mridip.reconstruct(
+            ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25, blend_partners={"tv": other}
+        )
+        assert "reused" not in again.config["blend"]
+        assert torch.allclose(again.image, rec.image, atol=1e-6)
     plain = mridip.reconstruct(ks, "lrdip", cine.maps, blend="none")
     assert torch.equal(plain.image, g) and plain.config["blend"] == "none"  # no blend record
     # lrdip's default: blend auto (the fake fit has no blind image: wavelet, even, said so)
