@@ -16,7 +16,12 @@ three-seed table comes from
         --out out/seeds_b.json
 
 and its table of the default method from ``--dip mridip --datasets rat,pincat --no-cs`` (the
-CS rows are the same as lrdip's: the scans do not depend on the method).
+CS rows are the same as lrdip's: the scans do not depend on the method). ``--matrix`` and
+``--frames`` change the scan's size; ``--trace`` adds the generator image's PSNR and the
+elapsed seconds every 100 steps (the time to pass a CS image). The 96² × 16 rows:
+
+    python examples/dip_seeds.py --datasets pincat --seeds 0 --matrix 96 --frames 16 \
+        --dip lrdip --trace --cs-auto --out out/seeds_96.json
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--dip", default="lrdip", help="DIP preset (default lrdip)")
     ap.add_argument("--no-cs", action="store_true", help="the DIP preset only")
+    ap.add_argument("--cs-auto", action="store_true", help="CS at --lam auto only, no grid")
+    ap.add_argument("--matrix", type=int, default=None, help="scan matrix (default: study's)")
+    ap.add_argument("--frames", type=int, default=None, help="frames (default: study's)")
+    ap.add_argument("--trace", action="store_true", help="generator PSNR every 100 steps")
     ap.add_argument("--out", default="out/dip_seeds.json")
     a = ap.parse_args()
     cells = expand_cells(load_study(STUDY))
@@ -79,12 +88,25 @@ def main() -> None:
         dip = next(c for c in mine if c["method"]["label"] == "lrdip")
         for seed in (int(s) for s in a.seeds.split(",")):
             cell = dict(dip, seed=seed)
+            size = {"matrix": a.matrix, "frames": a.frames}
+            cell["dataset"] = dict(dip["dataset"], **{k: v for k, v in size.items() if v})
             inp = cell_inputs(cell)
             maps = estimate_maps(inp.kspace)
 
             if (ds, seed, a.dip, "None") not in done:
                 t0 = time.perf_counter()
                 opts = dict(dip["method"]["options"], progress=False)
+                trace: list[tuple[int, float, float]] = []
+                if a.trace:
+
+                    def monitor(
+                        step: int, image: Any, t0: float = t0, inp: Any = inp, trace: Any = trace
+                    ) -> None:
+                        if step % 100 == 0:
+                            psnr = quality(image.detach().cpu(), inp)["psnr"]
+                            trace.append((step, round(time.perf_counter() - t0, 1), psnr))
+
+                    opts["monitor"] = monitor
                 rec = reconstruct(inp.kspace, a.dip, maps, seed=seed, **opts)
                 blend = rec.config.get("blend") or {}
                 add(
@@ -97,11 +119,12 @@ def main() -> None:
                         "weight": blend.get("weight"),
                         "tried": blend.get("tried"),
                     }
+                    | ({"trace": trace} if a.trace else {})
                 )
             if a.no_cs:
                 continue
             for m in CS:
-                for lam in ["auto", *grids[m]]:
+                for lam in ["auto", *([] if a.cs_auto else grids[m])]:
                     if (ds, seed, m, str(lam)) in done:
                         continue
                     t0 = time.perf_counter()
