@@ -444,7 +444,7 @@ def _partner(
         and known.config.get("seed") == seed
         and given.get("lam", "auto") == "auto"  # None: chosen from the scan too
         and given.get("lam_rule", DEFAULT_RULE) == DEFAULT_RULE
-        and set(given) <= {"lam", "lam_rule", "device"}
+        and set(given) <= {"lam", "lam_rule"}
         and tuple(known.image.shape) == (kspace.n_frames, *kspace.matrix)
     )
     return known if same else None
