@@ -18,7 +18,10 @@ three-seed table comes from
 and its table of the default method from ``--dip mridip --datasets rat,pincat --no-cs`` (the
 CS rows are the same as lrdip's: the scans do not depend on the method). ``--matrix`` and
 ``--frames`` change the scan's size; ``--trace`` adds the generator image's PSNR and the
-elapsed seconds every 100 steps (the time to pass a CS image). The 96² × 16 rows:
+elapsed seconds every 100 steps (the time to pass a CS image); ``--options`` adds DIP options
+as JSON (the stopping-margin rows of docs/reconstructor.md: ``--options '{"stop_margin": 0}'``,
+the graph preset's row there: ``--dip mridip --options '{"stop_margin": 0.01}'``). The 96² × 16
+rows:
 
     python examples/dip_seeds.py --datasets pincat --seeds 0 --matrix 96 --frames 16 \
         --dip lrdip --trace --cs-auto --out out/seeds_96.json
@@ -61,6 +64,9 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=None, help="scan matrix (default: study's)")
     ap.add_argument("--frames", type=int, default=None, help="frames (default: study's)")
     ap.add_argument("--trace", action="store_true", help="generator PSNR every 100 steps")
+    ap.add_argument(
+        "--options", default="{}", help="more DIP options as JSON, e.g. '{\"width\": 32}'"
+    )
     ap.add_argument("--out", default="out/dip_seeds.json")
     a = ap.parse_args()
     cells = expand_cells(load_study(STUDY))
@@ -95,7 +101,7 @@ def main() -> None:
 
             if (ds, seed, a.dip, "None") not in done:
                 t0 = time.perf_counter()
-                opts = dict(dip["method"]["options"], progress=False)
+                opts = dict(dip["method"]["options"], progress=False, **json.loads(a.options))
                 trace: list[tuple[int, float, float]] = []
                 if a.trace:
 

@@ -788,9 +788,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--dip-steps",
         type=int,
-        default=3000,
-        help="step limit of the DIP methods (default 3000: lrdip passes tv on the sample by "
-        "then, about 5 minutes on 2 cores; its own limit is 5000)",
+        default=2000,
+        help="step limit of the DIP methods (default 2000: lrdip passes tv on the sample by "
+        "then, the demo about 4 minutes on 2 cores; its own limit is 5000)",
     )
     s.set_defaults(func=cmd_demo)
 

@@ -82,13 +82,15 @@ def test_cgsense_lambda_is_relative_to_the_operator(cine):
 
 def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkeypatch):
     """``lrdip`` runs up to 5000 steps unless ``iters`` says otherwise (its fit_defaults); the
-    other presets up to FitConfig's 1500; the recorded ``iters`` is the limit the fit ran with."""
+    other presets up to FitConfig's 1500; the recorded ``iters`` is the limit the fit ran with.
+    ``lrdip``'s stopping margin (1%) is its default too, and an option overrides it."""
     from mridip import recon
 
-    seen = []
+    seen, margins = [], []
 
     def fake_fit(self, resume=False):
         seen.append(self.config.max_steps)
+        margins.append(self.config.stop_margin)
         t = self.kspace.n_frames
         image = torch.zeros((t, *self.kspace.matrix), dtype=torch.complex64)
         return recon.FitResult(image, {}, 0, False, 0.0, {})
@@ -99,6 +101,9 @@ def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkey
     assert mridip.reconstruct(cine.kspace, "lrdip", cine.maps, iters=30, **kw).config["iters"] == 30
     assert mridip.reconstruct(cine.kspace, "tddip", cine.maps).config["iters"] == 1500
     assert seen == [5000, 30, 1500]
+    assert margins == [0.01, 0.01, 0.0]
+    mridip.reconstruct(cine.kspace, "lrdip", cine.maps, stop_margin=0.0, **kw)
+    assert margins[-1] == 0.0
 
 
 def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):

@@ -152,6 +152,16 @@ def test_describe_presets_counts_match_built_models() -> None:
         assert r["description"]
 
 
+@pytest.mark.parametrize(
+    ("matrix", "width"), [((48, 48), 32), ((64, 64), 32), ((96, 96), 48), ((128, 128), 64)]
+)
+def test_lrdip_decoder_width_follows_its_rule(matrix: tuple[int, int], width: int) -> None:
+    """docs/models.md: ``64 · N/128``, at least 32; the decoder's convolutions have that width."""
+    g = build_generator("lrdip", matrix=matrix, frame_times=_times(4))
+    convs = [m for m in g.decoder.modules() if isinstance(m, nn.Conv2d)]
+    assert {c.out_channels for c in convs[:-1]} == {width}
+
+
 def test_bad_options_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown generator"):
         build_generator("unet", matrix=(16, 16), frame_times=_times(2))

@@ -56,7 +56,10 @@ def write_montage(
     ax.set_title("x–t profile through the centre row", fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # fixed margins: tight_layout measured every tick label and took half of the montage's
+    # second (one per method in `mridip demo`)
+    top = 1 - (0.5 if title else 0.3) / (2.2 * rows)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.6 / (2.2 * rows), top=top, hspace=0.3)
     fig.savefig(path, format="png")
     plt.close(fig)
 
