@@ -69,6 +69,12 @@ def main() -> None:
     )
     ap.add_argument("--out", default="out/dip_seeds.json")
     a = ap.parse_args()
+    try:
+        extra = json.loads(a.options)
+    except json.JSONDecodeError as exc:
+        ap.error(f"--options is not JSON: {exc}")
+    if not isinstance(extra, dict):
+        ap.error(f"--options must be a JSON object, got {a.options!r}")
     cells = expand_cells(load_study(STUDY))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +107,7 @@ def main() -> None:
 
             if (ds, seed, a.dip, "None") not in done:
                 t0 = time.perf_counter()
-                opts = dict(dip["method"]["options"], progress=False, **json.loads(a.options))
+                opts = {**dip["method"]["options"], "progress": False, **extra}
                 trace: list[tuple[int, float, float]] = []
                 if a.trace:
 
