@@ -17,11 +17,12 @@ three-seed table comes from
 
 and its table of the default method from ``--dip mridip --datasets rat,pincat --no-cs`` (the
 CS rows are the same as lrdip's: the scans do not depend on the method). ``--matrix`` and
-``--frames`` change the scan's size; ``--trace`` adds the generator image's PSNR and the
-elapsed seconds every 100 steps (the time to pass a CS image); ``--options`` adds DIP options
-as JSON (the stopping-margin rows of docs/reconstructor.md: ``--options '{"stop_margin": 0}'``,
-the graph preset's row there: ``--dip mridip --options '{"stop_margin": 0.01}'``). The 96² × 16
-rows:
+``--frames`` change the scan's size, ``--spokes`` the spokes per frame and ``--cartesian R``
+replaces the spokes by Cartesian variable-density lines at acceleration R; ``--trace`` adds
+the generator image's PSNR and the elapsed seconds every 100 steps (the time to pass a CS
+image); ``--options`` adds DIP options as JSON (the stopping-margin rows of
+docs/reconstructor.md: ``--options '{"stop_margin": 0}'``, the graph preset's row there:
+``--dip mridip --options '{"stop_margin": 0.01}'``). The 96² × 16 rows:
 
     python examples/dip_seeds.py --datasets pincat --seeds 0 --matrix 96 --frames 16 \
         --dip lrdip --trace --cs-auto --out out/seeds_96.json
@@ -64,6 +65,15 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=None, help="scan matrix (default: study's)")
     ap.add_argument("--frames", type=int, default=None, help="frames (default: study's)")
     ap.add_argument("--trace", action="store_true", help="generator PSNR every 100 steps")
+    acq = ap.add_mutually_exclusive_group()
+    acq.add_argument("--spokes", type=int, default=None, help="radial spokes per frame (13)")
+    acq.add_argument(
+        "--cartesian",
+        type=float,
+        default=None,
+        metavar="R",
+        help="Cartesian variable-density lines at acceleration R instead of radial spokes",
+    )
     ap.add_argument(
         "--options", default="{}", help="more DIP options as JSON, e.g. '{\"width\": 32}'"
     )
@@ -75,6 +85,10 @@ def main() -> None:
         ap.error(f"--options is not JSON: {exc}")
     if not isinstance(extra, dict):
         ap.error(f"--options must be a JSON object, got {a.options!r}")
+    if a.spokes is not None and a.spokes < 1:
+        ap.error(f"--spokes must be ≥ 1, got {a.spokes}")
+    if a.cartesian is not None and not a.cartesian > 1:
+        ap.error(f"--cartesian must be an acceleration > 1, got {a.cartesian}")
     cells = expand_cells(load_study(STUDY))
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +116,11 @@ def main() -> None:
             cell = dict(dip, seed=seed)
             size = {"matrix": a.matrix, "frames": a.frames}
             cell["dataset"] = dict(dip["dataset"], **{k: v for k, v in size.items() if v})
+            if a.spokes:
+                cell["level"] = {"spokes": a.spokes}
+            elif a.cartesian:
+                cell["sampling"] = dict(cell["sampling"], pattern="cartesian-vd")
+                cell["level"] = {"accelerations": a.cartesian}
             inp = cell_inputs(cell)
             maps = estimate_maps(inp.kspace)
 

@@ -218,6 +218,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "final": a.final,
         "ema": a.ema,
         "tv_weight": a.tv_weight,
+        "tv_spatial_weight": a.tv_spatial_weight,
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
         "mask_support": a.mask_support,
@@ -592,6 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         g.add_argument(
             "--tv-weight", type=float, default=None, help="temporal TV in the loss (tv's λ units)"
+        )
+        g.add_argument(
+            "--tv-spatial-weight",
+            type=float,
+            default=None,
+            help="spatial TV in the loss (tv's lam_spatial units)",
         )
         g.add_argument(
             "--code-noise", type=float, default=None, help="noise on the input codes (relative)"

@@ -123,6 +123,10 @@ class FitConfig:
         ``tv`` baseline's ``lam``: the loss is ``½‖Ax − y‖²_W + λ·s‖D_t x‖₁`` divided by
         ``½‖y‖²_W``, with ``s`` the data's unit of relative weights
         (:func:`mridip.baselines.regularization_scale`).
+    tv_spatial_weight
+        Weight of spatial total variation in the fit's loss (0: off), in the units of the
+        ``tv`` baseline's ``lam_spatial``: ``λ·s(‖D_y x‖₁ + ‖D_x x‖₁)``, beside the temporal
+        term (DIP-TV). Frame by frame, so that it works with frame subsets.
     stop_margin
         Relative improvement of the held-out residual that counts for the stopping rule: the
         fit stops ``patience`` steps after the last evaluation that beat the best residual by
@@ -163,6 +167,7 @@ class FitConfig:
     ema: float = 0.0
     code_noise: float = 0.0
     tv_weight: float = 0.0
+    tv_spatial_weight: float = 0.0
     stop_margin: float = 0.0
     amp: bool = True
     channels_last: bool = False
@@ -193,7 +198,7 @@ class FitConfig:
             )
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
-        for name in ("code_noise", "tv_weight", "stop_margin", "admm_rho"):
+        for name in ("code_noise", "tv_weight", "tv_spatial_weight", "stop_margin", "admm_rho"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
@@ -395,14 +400,22 @@ class Reconstructor:
 
         return code.register_forward_hook(hook)
 
-    def _tv_term(self, x: torch.Tensor) -> torch.Tensor:
-        """``tv_weight``'s share of the relative loss: ``2λs‖D_t x‖₁ / ‖y‖²_W``."""
+    def _tv_term(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """The TV terms' share of the relative loss over the step's frames:
+        ``2s(λ_t‖D_t x‖₁ + λ_s(‖D_y x‖₁ + ‖D_x x‖₁)) / ‖y‖²_W`` (``tv_weight``,
+        ``tv_spatial_weight``; the temporal term only with all frames)."""
+        c = self.config
         if self._tv_lam is None:
             mean_gain, max_gain = operator_gains(self.op_fit.normal, self.rhs_fit)
-            s = regularization_scale(self.rhs_fit, mean_gain, max_gain)
-            total = float(self.yy_fit.sum())
-            self._tv_lam = 2 * self.config.tv_weight * s / max(total, 1e-30)
-        return self._tv_lam * finite_difference(x, dim=0).abs().sum()
+            self._tv_lam = 2 * regularization_scale(self.rhs_fit, mean_gain, max_gain)
+        total = self.yy_fit.sum() if frames is None else self.yy_fit[frames].sum()
+        term = torch.zeros((), device=x.device)
+        if c.tv_weight > 0:
+            term = term + c.tv_weight * finite_difference(x, dim=0).abs().sum()
+        if c.tv_spatial_weight > 0:
+            spatial = finite_difference(x, dim=-2).abs().sum()
+            term = term + c.tv_spatial_weight * (spatial + finite_difference(x, dim=-1).abs().sum())
+        return self._tv_lam * term / total.clamp_min(1e-30)
 
     def _residual(self, op, rhs, yy, x, frames=None) -> torch.Tensor:
         """Relative residual ``‖Ax − y‖²_W / ‖y‖²_W`` (differentiable in ``x``)."""
@@ -645,8 +658,8 @@ class Reconstructor:
                 opt.zero_grad(set_to_none=True)
                 x = self._output(frames)
                 loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
-                if c.tv_weight > 0:
-                    loss = loss + self._tv_term(x)
+                if c.tv_weight > 0 or c.tv_spatial_weight > 0:
+                    loss = loss + self._tv_term(x, frames)
                 loss.backward()
                 opt.step()
                 sched.step()

@@ -186,15 +186,18 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     from mridip.recon import WARM_START_TARGETS, FitConfig
 
     args = ["recon", "x.h5", "-o", "o", "--method", "mridip", "--ema", "0.9", "--tv-weight"]
-    a = build_parser().parse_args([*args, "0.05", "--no-mask-support", "--warm-start-from", "tv"])
+    more = ["--no-mask-support", "--warm-start-from", "tv", "--tv-spatial-weight", "0.02"]
+    a = build_parser().parse_args([*args, "0.05", *more])
     opts = _method_options(a)
-    cfg = FitConfig(**{k: opts[k] for k in ("ema", "tv_weight", "mask_support", "warm_start_from")})
+    names = ("ema", "tv_weight", "mask_support", "warm_start_from", "tv_spatial_weight")
+    cfg = FitConfig(**{k: opts[k] for k in names})
     assert (cfg.ema, cfg.tv_weight, cfg.mask_support, cfg.warm_start_from) == (
         0.9,
         0.05,
         False,
         "tv",
     )
+    assert cfg.tv_spatial_weight == 0.02
     assert (
         _method_options(build_parser().parse_args(args[:6] + ["--code-noise", "0.1"])).get(
             "mask_support"

@@ -381,6 +381,20 @@ def test_tv_term_lowers_the_temporal_tv_of_the_fit(tiny):
     assert _temporal_tv(tv) < 0.8 * _temporal_tv(plain)
 
 
+def _spatial_tv(x):
+    return float((x[:, 1:] - x[:, :-1]).abs().sum() + (x[..., 1:] - x[..., :-1]).abs().sum())
+
+
+@pytest.mark.parametrize("frames_per_step", [None, 2])
+def test_spatial_tv_term_lowers_the_spatial_tv_of_the_fit(tiny, frames_per_step):
+    """The spatial term works frame by frame, so frame subsets may use it; it does not touch
+    the temporal TV's all-frames rule."""
+    kw = dict(steps=40, final="none", frames_per_step=frames_per_step)
+    plain = _fit(tiny, **kw).fit().image
+    tv = _fit(tiny, **kw, tv_spatial_weight=1.0).fit().image
+    assert _spatial_tv(tv) < 0.8 * _spatial_tv(plain)
+
+
 def test_tv_term_refuses_frame_subsets(tiny):
     with pytest.raises(ConfigError, match="all frames"):
         _fit(tiny, tv_weight=0.1, frames_per_step=2)
@@ -426,6 +440,7 @@ def test_code_noise_is_seeded_and_changes_the_fit(tiny):
     [
         {"ema": 1.0},
         {"tv_weight": -1.0},
+        {"tv_spatial_weight": float("nan")},
         {"warm_start_from": "bart"},
         {"admm_patience": 0},
         {"lr_schedule": "cosine"},
