@@ -291,7 +291,10 @@ class Reconstructor:
         if self.config.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if self.config.tv_weight > 0 and (self.config.frames_per_step or 1 << 30) < kspace.n_frames:
-            raise ConfigError("the temporal TV term needs all frames per step (frames_per_step)")
+            raise ConfigError(
+                "the temporal TV term needs all frames per step: set tv_weight 0 (--tv-weight 0) "
+                "to fit frame subsets (frames_per_step)"
+            )
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.progress = progress

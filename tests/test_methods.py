@@ -106,6 +106,36 @@ def test_a_preset_sets_its_own_step_limit_and_the_record_says_which(cine, monkey
     assert margins[-1] == 0.0
 
 
+def test_the_graph_preset_fits_with_both_tv_terms_and_says_how_to_use_frame_subsets(
+    cine, monkeypatch
+):
+    """``mridip`` fits with temporal and spatial TV by default (its fit_defaults), the other
+    presets without; options override them; frame subsets with the temporal term are refused
+    in one line that names the way out, before any step."""
+    from mridip import recon
+
+    weights = []
+
+    def fake_fit(self, resume=False):
+        weights.append((self.config.tv_weight, self.config.tv_spatial_weight))
+        t = self.kspace.n_frames
+        image = torch.zeros((t, *self.kspace.matrix), dtype=torch.complex64)
+        return recon.FitResult(image, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    kw = {"blend": "none"}
+    mridip.reconstruct(cine.kspace, "mridip", cine.maps, **kw)
+    mridip.reconstruct(cine.kspace, "lrdip", cine.maps, **kw)
+    mridip.reconstruct(cine.kspace, "mridip", cine.maps, tv_weight=0.0, tv_spatial_weight=0.0, **kw)
+    assert weights == [(0.03, 0.1), (0.0, 0.0), (0.0, 0.0)]
+    with pytest.raises(ConfigError, match="--tv-weight 0") as exc:
+        mridip.reconstruct(cine.kspace, "mridip", cine.maps, frames_per_step=2, **kw)
+    assert "\n" not in str(exc.value)
+    assert len(weights) == 3
+    mridip.reconstruct(cine.kspace, "mridip", cine.maps, frames_per_step=2, tv_weight=0.0, **kw)
+    assert weights[-1] == (0.0, 0.1)
+
+
 def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     """``blend="tv", blend_weight=w`` returns ``(1 − w)·G + w·tv`` with tv's λ chosen from the
     scan, and records the choice; a bad blend is refused before any fit step."""
