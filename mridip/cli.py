@@ -219,6 +219,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "ema": a.ema,
         "tv_weight": a.tv_weight,
         "tv_spatial_weight": a.tv_spatial_weight,
+        "lowrank_weight": a.lowrank_weight,
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
         "mask_support": a.mask_support,
@@ -599,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="spatial TV in the loss (tv's lam_spatial units)",
+        )
+        g.add_argument(
+            "--lowrank-weight",
+            type=float,
+            default=None,
+            help="nuclear norm of the Casorati matrix in the loss (lps's lam_lowrank units)",
         )
         g.add_argument(
             "--code-noise", type=float, default=None, help="noise on the input codes (relative)"

@@ -34,6 +34,7 @@ from mridip.solvers import (
     conjugate_gradient,
     data_scale,
     finite_difference,
+    largest_singular_value,
     mean_eigenvalue,
     operator_gains,
     regularization_scale,
@@ -127,6 +128,10 @@ class FitConfig:
         Weight of spatial total variation in the fit's loss (0: off), in the units of the
         ``tv`` baseline's ``lam_spatial``: ``λ·s(‖D_y x‖₁ + ‖D_x x‖₁)``, beside the temporal
         term (DIP-TV). Frame by frame, so that it works with frame subsets.
+    lowrank_weight
+        Weight of the nuclear norm of the Casorati matrix ``(T, Ny·Nx)`` in the fit's loss
+        (0: off), in the units of the ``lps`` baseline's ``lam_lowrank``: ``λ·σ₁g‖X‖_*``
+        (LR-DIP's explicit low-rank prior; needs all frames per step).
     stop_margin
         Relative improvement of the held-out residual that counts for the stopping rule: the
         fit stops ``patience`` steps after the last evaluation that beat the best residual by
@@ -168,6 +173,7 @@ class FitConfig:
     code_noise: float = 0.0
     tv_weight: float = 0.0
     tv_spatial_weight: float = 0.0
+    lowrank_weight: float = 0.0
     stop_margin: float = 0.0
     amp: bool = True
     channels_last: bool = False
@@ -198,7 +204,14 @@ class FitConfig:
             )
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
-        for name in ("code_noise", "tv_weight", "tv_spatial_weight", "stop_margin", "admm_rho"):
+        for name in (
+            "code_noise",
+            "tv_weight",
+            "tv_spatial_weight",
+            "lowrank_weight",
+            "stop_margin",
+            "admm_rho",
+        ):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"{name} must be a finite number ≥ 0, got {value}")
@@ -290,11 +303,14 @@ class Reconstructor:
         self.generator = generator.to(self.device)
         if self.config.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if self.config.tv_weight > 0 and (self.config.frames_per_step or 1 << 30) < kspace.n_frames:
-            raise ConfigError(
-                "the temporal TV term needs all frames per step: set tv_weight 0 (--tv-weight 0) "
-                "to fit frame subsets (frames_per_step)"
-            )
+        if (self.config.frames_per_step or 1 << 30) < kspace.n_frames:
+            for name in ("tv_weight", "lowrank_weight"):
+                if getattr(self.config, name) > 0:
+                    flag = "--" + name.replace("_", "-")
+                    raise ConfigError(
+                        f"the {name} term needs all frames per step: set {name} 0 ({flag} 0) "
+                        "to fit frame subsets (frames_per_step)"
+                    )
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.checkpoint_every = checkpoint_every
         self.progress = progress
@@ -305,7 +321,7 @@ class Reconstructor:
         self._pos = 0
         self._noise_rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         self._ema: torch.Tensor | None = None
-        self._tv_lam: float | None = None
+        self._prior_units: tuple[float, float] | None = None
         split = holdout_weights(
             self.kspace, self.config.holdout, self._rng, self.config.holdout_unit
         )
@@ -403,22 +419,32 @@ class Reconstructor:
 
         return code.register_forward_hook(hook)
 
-    def _tv_term(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
-        """The TV terms' share of the relative loss over the step's frames:
-        ``2s(λ_t‖D_t x‖₁ + λ_s(‖D_y x‖₁ + ‖D_x x‖₁)) / ‖y‖²_W`` (``tv_weight``,
-        ``tv_spatial_weight``; the temporal term only with all frames)."""
+    def _prior_term(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """The explicit priors' share of the relative loss over the step's frames:
+        ``2(s(λ_t‖D_t x‖₁ + λ_s(‖D_y x‖₁ + ‖D_x x‖₁)) + λ_L σ₁ g‖X‖_*) / ‖y‖²_W``
+        (``tv_weight``, ``tv_spatial_weight``, ``lowrank_weight``; the temporal and low-rank
+        terms only with all frames). ``s`` is the data's unit of relative weights and
+        ``σ₁ g`` the `lps` baseline's unit of its low-rank weight (the largest singular value
+        of ``AᴴWy``'s Casorati matrix times the operator's mean-to-largest gain)."""
         c = self.config
-        if self._tv_lam is None:
+        if self._prior_units is None:
             mean_gain, max_gain = operator_gains(self.op_fit.normal, self.rhs_fit)
-            self._tv_lam = 2 * regularization_scale(self.rhs_fit, mean_gain, max_gain)
+            s = regularization_scale(self.rhs_fit, mean_gain, max_gain)
+            sigma1 = largest_singular_value(self.rhs_fit) * mean_gain / max_gain
+            self._prior_units = (2 * s, 2 * sigma1)
+        tv_unit, lowrank_unit = self._prior_units
         total = self.yy_fit.sum() if frames is None else self.yy_fit[frames].sum()
         term = torch.zeros((), device=x.device)
         if c.tv_weight > 0:
-            term = term + c.tv_weight * finite_difference(x, dim=0).abs().sum()
+            term = term + tv_unit * c.tv_weight * finite_difference(x, dim=0).abs().sum()
         if c.tv_spatial_weight > 0:
             spatial = finite_difference(x, dim=-2).abs().sum()
-            term = term + c.tv_spatial_weight * (spatial + finite_difference(x, dim=-1).abs().sum())
-        return self._tv_lam * term / total.clamp_min(1e-30)
+            spatial = spatial + finite_difference(x, dim=-1).abs().sum()
+            term = term + tv_unit * c.tv_spatial_weight * spatial
+        if c.lowrank_weight > 0:
+            nuclear = torch.linalg.svdvals(x.reshape(x.shape[0], -1)).sum()
+            term = term + lowrank_unit * c.lowrank_weight * nuclear
+        return term / total.clamp_min(1e-30)
 
     def _residual(self, op, rhs, yy, x, frames=None) -> torch.Tensor:
         """Relative residual ``‖Ax − y‖²_W / ‖y‖²_W`` (differentiable in ``x``)."""
@@ -661,8 +687,8 @@ class Reconstructor:
                 opt.zero_grad(set_to_none=True)
                 x = self._output(frames)
                 loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
-                if c.tv_weight > 0 or c.tv_spatial_weight > 0:
-                    loss = loss + self._tv_term(x, frames)
+                if c.tv_weight > 0 or c.tv_spatial_weight > 0 or c.lowrank_weight > 0:
+                    loss = loss + self._prior_term(x, frames)
                 loss.backward()
                 opt.step()
                 sched.step()

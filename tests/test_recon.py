@@ -395,9 +395,21 @@ def test_spatial_tv_term_lowers_the_spatial_tv_of_the_fit(tiny, frames_per_step)
     assert _spatial_tv(tv) < 0.8 * _spatial_tv(plain)
 
 
-def test_tv_term_refuses_frame_subsets(tiny):
-    with pytest.raises(ConfigError, match="all frames"):
-        _fit(tiny, tv_weight=0.1, frames_per_step=2)
+def _nuclear(x):
+    return float(torch.linalg.svdvals(x.reshape(x.shape[0], -1)).sum())
+
+
+def test_lowrank_term_lowers_the_nuclear_norm_of_the_fit(tiny):
+    plain = _fit(tiny, steps=40, final="none").fit().image
+    low = _fit(tiny, steps=40, final="none", lowrank_weight=1.0).fit().image
+    assert _nuclear(low) < 0.8 * _nuclear(plain)
+
+
+@pytest.mark.parametrize("name", ["tv_weight", "lowrank_weight"])
+def test_whole_series_terms_refuse_frame_subsets(tiny, name):
+    with pytest.raises(ConfigError, match="all frames") as exc:
+        _fit(tiny, **{name: 0.1}, frames_per_step=2)
+    assert f"--{name.replace('_', '-')} 0" in str(exc.value)
 
 
 @pytest.mark.parametrize("source", ["cgsense", "tv"])
@@ -441,6 +453,7 @@ def test_code_noise_is_seeded_and_changes_the_fit(tiny):
         {"ema": 1.0},
         {"tv_weight": -1.0},
         {"tv_spatial_weight": float("nan")},
+        {"lowrank_weight": -0.1},
         {"warm_start_from": "bart"},
         {"admm_patience": 0},
         {"lr_schedule": "cosine"},
