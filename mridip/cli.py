@@ -220,6 +220,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "tv_weight": a.tv_weight,
         "tv_spatial_weight": a.tv_spatial_weight,
         "lowrank_weight": a.lowrank_weight,
+        "wavelet_weight": a.wavelet_weight,
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
         "mask_support": a.mask_support,
@@ -606,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="nuclear norm of the Casorati matrix in the loss (lps's lam_lowrank units)",
+        )
+        g.add_argument(
+            "--wavelet-weight",
+            type=float,
+            default=None,
+            help="l1 of wavelets of the temporal Fourier transform in the loss (wavelet's λ units)",
         )
         g.add_argument(
             "--code-noise", type=float, default=None, help="noise on the input codes (relative)"

@@ -31,6 +31,7 @@ from mridip.kspace import DynamicKSpace
 from mridip.operators import DynamicSense, for_kspace, normal_loss
 from mridip.sampling import HOLDOUT_UNITS, holdout_weights
 from mridip.solvers import (
+    Wavelet2D,
     conjugate_gradient,
     data_scale,
     finite_difference,
@@ -38,6 +39,7 @@ from mridip.solvers import (
     mean_eigenvalue,
     operator_gains,
     regularization_scale,
+    temporal_fft,
 )
 
 #: Choices of :attr:`FitConfig.final`.
@@ -132,6 +134,12 @@ class FitConfig:
         Weight of the nuclear norm of the Casorati matrix ``(T, Ny·Nx)`` in the fit's loss
         (0: off), in the units of the ``lps`` baseline's ``lam_lowrank``: ``λ·σ₁g‖X‖_*``
         (LR-DIP's explicit low-rank prior; needs all frames per step).
+    wavelet_weight
+        Weight of the ``wavelet`` baseline's prior in the fit's loss (0: off), in that
+        baseline's ``lam`` units: ``λ·s‖Ψ F_t x‖₁``, the ℓ1 norm of the db2 wavelet coefficients
+        (3 levels) of the temporal Fourier transform (k-t SPARSE), the wavelet grid shifted by a
+        seeded random offset every step as the baseline's cycle spinning does; needs all frames
+        per step.
     stop_margin
         Relative improvement of the held-out residual that counts for the stopping rule: the
         fit stops ``patience`` steps after the last evaluation that beat the best residual by
@@ -174,6 +182,7 @@ class FitConfig:
     tv_weight: float = 0.0
     tv_spatial_weight: float = 0.0
     lowrank_weight: float = 0.0
+    wavelet_weight: float = 0.0
     stop_margin: float = 0.0
     amp: bool = True
     channels_last: bool = False
@@ -209,6 +218,7 @@ class FitConfig:
             "tv_weight",
             "tv_spatial_weight",
             "lowrank_weight",
+            "wavelet_weight",
             "stop_margin",
             "admm_rho",
         ):
@@ -304,7 +314,7 @@ class Reconstructor:
         if self.config.channels_last:
             self.generator = self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if (self.config.frames_per_step or 1 << 30) < kspace.n_frames:
-            for name in ("tv_weight", "lowrank_weight"):
+            for name in ("tv_weight", "lowrank_weight", "wavelet_weight"):
                 if getattr(self.config, name) > 0:
                     flag = "--" + name.replace("_", "-")
                     raise ConfigError(
@@ -322,6 +332,8 @@ class Reconstructor:
         self._noise_rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2)
         self._ema: torch.Tensor | None = None
         self._prior_units: tuple[float, float] | None = None
+        self._wavelet = Wavelet2D(3, "db2")
+        self._shift_rng = torch.Generator().manual_seed(self.config.seed + 3)
         split = holdout_weights(
             self.kspace, self.config.holdout, self._rng, self.config.holdout_unit
         )
@@ -419,13 +431,31 @@ class Reconstructor:
 
         return code.register_forward_hook(hook)
 
+    @property
+    def _has_prior_term(self) -> bool:
+        c = self.config
+        weights = (c.tv_weight, c.tv_spatial_weight, c.lowrank_weight, c.wavelet_weight)
+        return any(w > 0 for w in weights)
+
+    def _wavelet_l1(self, x: torch.Tensor) -> torch.Tensor:
+        """``‖Ψ F_t x‖₁`` on a grid shifted by a seeded random offset (the ``wavelet``
+        baseline's prior and cycle spinning); sizes that are not multiples of ``2**levels``
+        are zero-padded, as the baseline does."""
+        m = 2**self._wavelet.levels
+        ny, nx = x.shape[-2:]
+        x = torch.nn.functional.pad(x, (0, (-nx) % m, 0, (-ny) % m))
+        sy, sx = (int(i) for i in torch.randint(0, m, (2,), generator=self._shift_rng))
+        x = torch.roll(x, (sy, sx), dims=(-2, -1))
+        return self._wavelet.forward(temporal_fft(x)).abs().sum()
+
     def _prior_term(self, x: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
         """The explicit priors' share of the relative loss over the step's frames:
-        ``2(s(λ_t‖D_t x‖₁ + λ_s(‖D_y x‖₁ + ‖D_x x‖₁)) + λ_L σ₁ g‖X‖_*) / ‖y‖²_W``
-        (``tv_weight``, ``tv_spatial_weight``, ``lowrank_weight``; the temporal and low-rank
-        terms only with all frames). ``s`` is the data's unit of relative weights and
-        ``σ₁ g`` the `lps` baseline's unit of its low-rank weight (the largest singular value
-        of ``AᴴWy``'s Casorati matrix times the operator's mean-to-largest gain)."""
+        ``2(s(λ_t‖D_t x‖₁ + λ_s(‖D_y x‖₁ + ‖D_x x‖₁) + λ_w‖Ψ F_t x‖₁) + λ_L σ₁ g‖X‖_*) / ‖y‖²_W``
+        (``tv_weight``, ``tv_spatial_weight``, ``wavelet_weight``, ``lowrank_weight``; the
+        temporal, wavelet and low-rank terms only with all frames). ``s`` is the data's unit of
+        relative weights and ``σ₁ g`` the `lps` baseline's unit of its low-rank weight (the
+        largest singular value of ``AᴴWy``'s Casorati matrix times the operator's
+        mean-to-largest gain)."""
         c = self.config
         if self._prior_units is None:
             mean_gain, max_gain = operator_gains(self.op_fit.normal, self.rhs_fit)
@@ -441,6 +471,8 @@ class Reconstructor:
             spatial = finite_difference(x, dim=-2).abs().sum()
             spatial = spatial + finite_difference(x, dim=-1).abs().sum()
             term = term + tv_unit * c.tv_spatial_weight * spatial
+        if c.wavelet_weight > 0:
+            term = term + tv_unit * c.wavelet_weight * self._wavelet_l1(x)
         if c.lowrank_weight > 0:
             nuclear = torch.linalg.svdvals(x.reshape(x.shape[0], -1)).sum()
             term = term + lowrank_unit * c.lowrank_weight * nuclear
@@ -652,6 +684,8 @@ class Reconstructor:
             halvings = state.get("halvings", 0)
             self._ema = state["ema"]
             self._noise_rng.set_state(state["noise_rng"])
+            if "shift_rng" in state:  # checkpoints written before the wavelet term lack it
+                self._shift_rng.set_state(state["shift_rng"])
             start = state["step"]
         elif c.warm_start_steps > 0:
             self._warm_start(opt)
@@ -687,7 +721,7 @@ class Reconstructor:
                 opt.zero_grad(set_to_none=True)
                 x = self._output(frames)
                 loss = self._residual(self.op_fit, self.rhs_fit, self.yy_fit, x, frames)
-                if c.tv_weight > 0 or c.tv_spatial_weight > 0 or c.lowrank_weight > 0:
+                if self._has_prior_term:
                     loss = loss + self._prior_term(x, frames)
                 loss.backward()
                 opt.step()
@@ -756,6 +790,7 @@ class Reconstructor:
                             "halvings": halvings,
                             "ema": self._ema,
                             "noise_rng": self._noise_rng.get_state(),
+                            "shift_rng": self._shift_rng.get_state(),
                             "step": step,
                             "config": asdict(c),
                         }

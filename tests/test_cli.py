@@ -187,10 +187,11 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
 
     args = ["recon", "x.h5", "-o", "o", "--method", "mridip", "--ema", "0.9", "--tv-weight"]
     more = ["--no-mask-support", "--warm-start-from", "tv", "--tv-spatial-weight", "0.02"]
-    a = build_parser().parse_args([*args, "0.05", *more, "--lowrank-weight", "0.3"])
+    more += ["--lowrank-weight", "0.3", "--wavelet-weight", "0.07"]
+    a = build_parser().parse_args([*args, "0.05", *more])
     opts = _method_options(a)
     names = ("ema", "tv_weight", "mask_support", "warm_start_from", "tv_spatial_weight")
-    names += ("lowrank_weight",)
+    names += ("lowrank_weight", "wavelet_weight")
     cfg = FitConfig(**{k: opts[k] for k in names})
     assert (cfg.ema, cfg.tv_weight, cfg.mask_support, cfg.warm_start_from) == (
         0.9,
@@ -198,7 +199,7 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         False,
         "tv",
     )
-    assert (cfg.tv_spatial_weight, cfg.lowrank_weight) == (0.02, 0.3)
+    assert (cfg.tv_spatial_weight, cfg.lowrank_weight, cfg.wavelet_weight) == (0.02, 0.3, 0.07)
     assert (
         _method_options(build_parser().parse_args(args[:6] + ["--code-noise", "0.1"])).get(
             "mask_support"

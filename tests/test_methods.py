@@ -136,6 +136,29 @@ def test_the_graph_preset_fits_with_both_tv_terms_and_says_how_to_use_frame_subs
     assert weights[-1] == (0.0, 0.1)
 
 
+def test_the_graph_preset_runs_to_3000_steps_with_the_halvings_of_1500(cine, monkeypatch):
+    """docs/reconstructor.md: ``mridip`` runs up to 3000 steps and halves its rate at 750 and
+    1125, the steps where its earlier 1500-step limit halved it; a smaller ``iters`` moves the
+    halvings with it; the other presets keep theirs."""
+    from mridip import recon
+
+    seen = []
+
+    def fake_fit(self, resume=False):
+        c = self.config
+        seen.append((c.max_steps, sorted({int(f * c.max_steps) for f in c.lr_halve_at})))
+        image = torch.zeros((self.kspace.n_frames, *self.kspace.matrix), dtype=torch.complex64)
+        return recon.FitResult(image, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    kw = {"blend": "none"}
+    rec = mridip.reconstruct(cine.kspace, "mridip", cine.maps, **kw)
+    mridip.reconstruct(cine.kspace, "mridip", cine.maps, iters=800, **kw)
+    mridip.reconstruct(cine.kspace, "tddip", cine.maps, **kw)
+    assert seen == [(3000, [750, 1125]), (800, [200, 300]), (1500, [750, 1125])]
+    assert rec.config["iters"] == 3000
+
+
 def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     """``blend="tv", blend_weight=w`` returns ``(1 − w)·G + w·tv`` with tv's λ chosen from the
     scan, and records the choice; a bad blend is refused before any fit step."""

@@ -162,6 +162,15 @@ def test_lrdip_decoder_width_follows_its_rule(matrix: tuple[int, int], width: in
     assert {c.out_channels for c in convs[:-1]} == {width}
 
 
+@pytest.mark.parametrize(("frames", "k"), [(4, 2), (8, 2), (9, 3), (16, 3), (30, 3)])
+def test_mridip_neighbours_follow_their_rule(frames: int, k: int) -> None:
+    """docs/models.md: a third of the frames, 2 or 3; the graph convolutions have k slots."""
+    g = build_generator("mridip", matrix=(16, 16), frame_times=_times(frames))
+    convs = [m for m in g.modules() if isinstance(m, NeighbourConv)]
+    assert convs and {c.k for c in convs} == {k}
+    assert build_generator("mridip", matrix=(16, 16), frame_times=_times(16), k=5).stage2.k == 5
+
+
 def test_bad_options_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown generator"):
         build_generator("unet", matrix=(16, 16), frame_times=_times(2))
