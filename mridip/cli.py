@@ -557,10 +557,11 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--holdout", type=float, default=None, help="fraction held out for stopping")
         g.add_argument(
             "--blend",
-            choices=["none", "auto", "wavelet", "tv", "lps"],
+            choices=["none", "auto", "stack", "wavelet", "tv", "lps"],
             default=None,
             help="average the DIP image with this CS method's (its λ chosen from the scan); "
-            "auto: the one whose blend best predicts the held-out samples (lrdip's default)",
+            "auto: the one whose blend best predicts the held-out samples (the default); "
+            "stack: the DIP and all three CS images, weights chosen on the held-out samples",
         )
         g.add_argument(
             "--blend-weight",

@@ -7,6 +7,8 @@ new method becomes available everywhere by registering it here.
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -367,13 +369,18 @@ def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float 
     (``"auto"``, the default). Checked before a fit starts, so that a bad value costs
     nothing."""
     method = opts.get("blend") or BLEND_DEFAULTS.get(preset, "none")
-    if method not in ("none", "auto", *BLEND_METHODS):
+    if method not in ("none", "auto", "stack", *BLEND_METHODS):
         raise ConfigError(
-            f"blend must be none, auto or one of {', '.join(BLEND_METHODS)}, not {method!r}"
+            f"blend must be none, auto, stack or one of {', '.join(BLEND_METHODS)}, not {method!r}"
         )
     weight = opts.get("blend_weight")
     if weight is None or weight == "auto":
         return method, None
+    if method == "stack":
+        raise ConfigError(
+            "blend stack chooses all its weights from the held-out samples: leave blend "
+            "weight at auto"
+        )
     try:
         weight = float(weight)
     except (TypeError, ValueError):
@@ -401,22 +408,68 @@ def _heldout_curve(
     has seen the held-out ones and would always win). Non-Cartesian residuals are weighted by
     the density compensation. The residual is a quadratic in ``w``: these three values give it
     exactly (:func:`_quadratic`)."""
-    from mridip.lam import _HeldOut, solve
+    g = blind_image.to(kspace.device, torch.complex64)
+    c = _blind_cs(kspace, maps, method, split[0], lam, iters, seed).to(g.device, g.dtype)
+    held = _held_judge(kspace, maps, split[1])
+    return held(g), held(0.5 * (g + c)), held(c)
+
+
+def _blind_cs(
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    fit_w: torch.Tensor,
+    lam: float,
+    iters: int | None,
+    seed: int,
+) -> torch.Tensor:
+    """The CS image solved again at its chosen λ on the fitted samples only (the image of all
+    data has seen the held-out ones and would always win)."""
+    from mridip.lam import solve
     from mridip.operators import for_kspace
 
-    fit_w, held_w = split
     op_fit = for_kspace(kspace, maps, weights=fit_w)
-    cs_fit = solve(method, kspace, maps, lam, operator=op_fit, iters=iters, seed=seed).image
-    g = blind_image.to(kspace.device, torch.complex64)
-    c = cs_fit.to(g.device, g.dtype)
+    return solve(method, kspace, maps, lam, operator=op_fit, iters=iters, seed=seed).image
+
+
+def _held_judge(kspace: DynamicKSpace, maps: torch.Tensor, held_w: torch.Tensor) -> Any:
+    """The held-out score the blends minimise (``mridip.lam._HeldOut``)."""
+    from mridip.lam import _HeldOut
+
     if kspace.dcf is not None:
         # weighted by the density compensation, the held-out residual measures the error over
         # k-space evenly, as the image-domain error does (Parseval); unweighted, the densely
         # sampled centre dominates it and it prefers the smoother CS image (rat: w 0.9, where
         # the truth and the weighted residual agree on 0.4)
         held_w = held_w * kspace.dcf
-    held = _HeldOut(kspace, maps, held_w)
-    return held(g), held(0.5 * (g + c)), held(c)
+    return _HeldOut(kspace, maps, held_w)
+
+
+def _simplex_weights(gram: torch.Tensor) -> torch.Tensor:
+    """``c ≥ 0, Σc = 1`` minimising ``cᵀ M c`` (M symmetric positive semidefinite, a handful
+    of images): the best of the stationary points on every support that are feasible, which
+    include the global minimum of this convex problem; a single image is always feasible."""
+    n = gram.shape[0]
+    best, best_q = None, math.inf
+    for k in range(1, n + 1):
+        for support in itertools.combinations(range(n), k):
+            idx = list(support)
+            kkt = torch.zeros(k + 1, k + 1, dtype=torch.float64)
+            kkt[:k, :k] = gram[idx][:, idx]
+            kkt[:k, k] = kkt[k, :k] = 1.0
+            rhs = torch.zeros(k + 1, dtype=torch.float64)
+            rhs[k] = 1.0
+            sol = torch.linalg.lstsq(kkt, rhs[:, None]).solution[:k, 0]
+            if not torch.isfinite(sol).all() or sol.min() < -1e-9:
+                continue
+            c = torch.zeros(n, dtype=torch.float64)
+            c[idx] = sol.clamp_min(0)
+            c /= c.sum()
+            q = float(c @ gram @ c)
+            if q < best_q:
+                best, best_q = c, q
+    assert best is not None  # every single-image support is feasible
+    return best
 
 
 def _quadratic(r0: float, rh: float, r1: float, weight: float | None) -> tuple[float, float]:
@@ -516,8 +569,12 @@ def _blend(
     held-out samples (:func:`_heldout_curve`; needs ``fitted``, the fit's reconstructor with a
     hold-out, else ½). ``method="auto"``: every method of :data:`BLEND_METHODS` is tried and
     the blend whose held-out residual is lowest is kept (without a hold-out: ``wavelet``)."""
-    if method == "auto":
-        if fitted is None or fitted.split is None or fitted.blind_image is None:
+    blind = fitted is None or fitted.split is None or fitted.blind_image is None
+    if method == "stack" and not blind:
+        assert fitted is not None and fitted.split is not None
+        return _stack(image, kspace, maps, seed, fitted, partners)
+    if method in ("auto", "stack"):
+        if blind:
             method = "wavelet"
         else:
             tried = [
@@ -538,6 +595,53 @@ def _blend(
     cs_image, record = _blend_with(kspace, maps, method, weight, seed, fitted, False, partners)
     w = record["weight"]
     return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
+
+
+def _stack(
+    image: torch.Tensor,
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    seed: int,
+    fitted: Reconstructor,
+    partners: Mapping[str, Reconstruction] | None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``c₀·G + Σ cₘ·CSₘ`` over every method of :data:`BLEND_METHODS`, the weights ``c ≥ 0,
+    Σc = 1`` minimising the held-out residual of the same combination of the blind images
+    (the DIP's and each CS image solved on the fitted samples): an exact quadratic
+    (:meth:`mridip.lam._HeldOut.gram`), minimised over the simplex (:func:`_simplex_weights`)."""
+    assert fitted.split is not None and fitted.blind_image is not None
+    g = fitted.blind_image.to(kspace.device, torch.complex64)
+    names, full, blind = ["dip"], [image], [g]
+    used: dict[str, dict[str, Any]] = {}
+    for m in BLEND_METHODS:
+        known = _partner(partners, m, kspace, seed)
+        if known is not None:
+            cs_image, info = known.image, known.config
+        else:
+            cs = METHODS[m].run(kspace, maps, {"seed": seed, "lam": "auto"})
+            cs_image, info = cs.image, cs.info
+        lam = float(info["lam"])
+        used[m] = {"lam": lam, **({"reused": True} if known is not None else {})}
+        b = _blind_cs(kspace, maps, m, fitted.split[0], lam, info.get("iters"), seed)
+        names.append(m)
+        full.append(cs_image.to(image.device, image.dtype))
+        blind.append(b.to(g.device, g.dtype))
+    gram = _held_judge(kspace, maps, fitted.split[1]).gram(blind)
+    c = _simplex_weights(gram)
+    out = sum((float(ci) * x for ci, x in zip(c, full, strict=True)), torch.zeros_like(image))
+    weights = {n: float(ci) for n, ci in zip(names, c, strict=True)}
+    for m in used:
+        used[m]["weight"] = weights[m]
+    record = {
+        "method": "stack",
+        "weight": 1.0 - weights["dip"],  # the CS images' share
+        "weights": weights,
+        "weight_rule": "heldout",
+        "heldout_blend": float(c @ gram @ c),
+        "heldout_residual": {n: float(gram[i, i]) for i, n in enumerate(names)},
+        "tried": used,
+    }
+    return out, record
 
 
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:

@@ -239,6 +239,15 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     )
     assert code == 2 and "blend weight" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+    a = build_parser().parse_args([*args[:6], "--blend", "stack"])
+    assert _method_options(a)["blend"] == "stack"
+    code, _, err = run(
+        ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--blend", "stack"]
+        + ["--blend-weight", "0.3"],
+        capsys,
+    )
+    assert code == 2 and "blend stack" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
     for bad in (["--blend-weight", "half"], ["--blend", "bart"]):  # argparse's own refusal
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args([*args[:6], *bad])

@@ -210,6 +210,46 @@ def test_bad_choices_raise(cine):
         choose_lam(ks, maps, "tv", max_solves=2)
 
 
+def test_cartesian_choice_holds_out_whole_lines(tmp_path, monkeypatch, cine):
+    """Cartesian data: the ``cv`` rule holds out 20% of the lines (a lone sample on a measured
+    line is predicted by its neighbours through the coils, whatever the weight); radial data
+    keep single samples, 10%. The unit and fraction are recorded; an unknown unit is refused."""
+    import mridip.lam as lam_module
+
+    path = tmp_path / "cart.h5"
+    cfg = SimulationConfig(trajectory="cartesian", matrix=32, coils=4, frames=4, acceleration=6)
+    write_simulation(path, simulate(cfg))
+    cart = load(path)
+    ks, maps = cart.kspace, cart.maps
+    seen = []
+    real = lam_module.holdout_weights
+
+    def spy(kspace, fraction, generator, unit="sample"):
+        split = real(kspace, fraction, generator, unit=unit)
+        seen.append((fraction, unit, split))
+        return split
+
+    monkeypatch.setattr(lam_module, "holdout_weights", spy)
+    choice = choose_lam(ks, maps, "lps", iters=5)
+    fraction, unit, (fit_w, held_w) = seen[-1]
+    assert (fraction, unit) == (0.2, "readout")
+    assert (choice.holdout, choice.holdout_unit) == (0.2, "readout")
+    assert choice.record()["holdout_unit"] == "readout"
+    # every line is held out whole or not at all, and some lines of the series are held out
+    held_lines = held_w.amax(dim=2)  # (T, Ny)
+    assert torch.equal(held_w, held_lines[:, :, None] * ks.mask.to(held_w.dtype))
+    assert 0 < int(held_lines.sum()) < int(ks.mask.amax(dim=2).sum())
+    # the same choice when asked for explicitly; single samples when asked
+    again = choose_lam(ks, maps, "lps", iters=5, holdout_unit="readout", holdout=0.2)
+    assert again.lam == choice.lam
+    choose_lam(ks, maps, "lps", iters=5, holdout_unit="sample")
+    assert seen[-1][:2] == (0.1, "sample")
+    radial = choose_lam(cine.kspace, cine.maps, "lps", iters=5)
+    assert (radial.holdout, radial.holdout_unit) == (0.1, "sample")
+    with pytest.raises(ConfigError, match="holdout unit"):
+        choose_lam(ks, maps, "lps", holdout_unit="frame")
+
+
 def test_reconstruct_chooses_lam_unless_given(cine):
     rec = mridip.reconstruct(cine.kspace, "cgsense", cine.maps)
     choice = rec.config["lam_choice"]

@@ -293,3 +293,83 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     partner = mridip.reconstruct(ks, record["method"], cine.maps, lam="auto").image
     w = record["weight"]
     assert torch.allclose(rec.image, (1 - w) * g + w * partner, atol=1e-6)
+
+
+def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_path, monkeypatch):
+    """``blend="stack"``: the DIP image and all three CS images, weights ``c ≥ 0, Σc = 1``
+    chosen by the held-out residual of the blind images' combination. The Gram matrix gives that
+    residual exactly; the chosen weights beat every single image and a random search over the
+    simplex; a given weight is refused before the fit; no hold-out falls back as ``auto`` does."""
+    from mridip import recon
+    from mridip.lam import _HeldOut
+    from mridip.methods import BLEND_METHODS, _blind_cs, _simplex_weights
+
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cine = load(path)
+    ks = cine.kspace
+    zf = mridip.reconstruct(ks, "zf", cine.maps).image
+    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto").image
+    g = 0.5 * (zf + tv)
+    seen = {}
+    calls = []
+
+    def fit(self, resume=False):
+        calls.append(1)
+        self.blind_image = g
+        seen["split"] = self.split
+        return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack")
+    record = rec.config["blend"]
+    c = record["weights"]
+    assert list(c) == ["dip", *BLEND_METHODS]
+    assert min(c.values()) >= 0 and sum(c.values()) == pytest.approx(1.0)
+    assert record["weight"] == pytest.approx(1 - c["dip"])
+    full = {"dip": g}
+    blind = {"dip": g}
+    fit_w, held_w = seen["split"]
+    for m in BLEND_METHODS:
+        cs = mridip.reconstruct(ks, m, cine.maps, lam="auto")
+        full[m] = cs.image
+        lam = record["tried"][m]["lam"]
+        assert lam == pytest.approx(cs.config["lam"])
+        blind[m] = _blind_cs(ks, cine.maps, m, fit_w, lam, cs.config.get("iters"), 0)
+    want = sum(c[m] * full[m] for m in full)
+    assert torch.allclose(rec.image, want, atol=1e-5)
+    held = _HeldOut(ks, cine.maps, held_w * ks.dcf)
+    gram = held.gram(list(blind.values()))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(5):  # the quadratic is exact for weights summing to one
+        w = torch.rand(4, generator=gen, dtype=torch.float64) * 2 - 0.5
+        w /= w.sum()
+        mix = sum(float(wi) * x for wi, x in zip(w, blind.values(), strict=True))
+        assert float(w @ gram @ w) == pytest.approx(held(mix), rel=1e-4)
+    chosen = sum(c[m] * blind[m] for m in blind)
+    score = held(chosen)
+    assert score == pytest.approx(record["heldout_blend"], rel=1e-4)
+    assert all(score <= held(x) * (1 + 1e-6) for x in blind.values())
+    trials = torch.distributions.Dirichlet(torch.ones(4)).sample((200,)).double()
+    assert score <= float(torch.einsum("ni,ij,nj->n", trials, gram, trials).min()) * (1 + 1e-6)
+    # the solver alone: a known minimum, and a single best image when mixing cannot help
+    m = torch.tensor([[2.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 3.0]], dtype=torch.float64)
+    w = _simplex_weights(m)
+    grid = [(a / 100, b / 100) for a in range(101) for b in range(101 - a)]
+    brute = min(
+        float(v @ m @ v)
+        for v in (torch.tensor([a, b, 1 - a - b], dtype=torch.float64) for a, b in grid)
+    )
+    assert float(w @ m @ w) <= brute + 1e-9 and (w > 0).all()
+    assert _simplex_weights(
+        torch.tensor([[1.0, 1.0], [1.0, 4.0]], dtype=torch.float64)
+    ).tolist() == [
+        1.0,
+        0.0,
+    ]
+    n = len(calls)
+    with pytest.raises(ConfigError, match="blend stack"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack", blend_weight=0.3)
+    assert len(calls) == n  # refused before the fit
+    none = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack", holdout=0).config["blend"]
+    assert none["method"] == "wavelet" and none["weight_rule"] == "even (no hold-out)"
