@@ -8,10 +8,10 @@ carries over between scans (docs/baselines.md), and a user has no truth to sweep
 ``"cv"`` (the default)
     k-space cross-validation: a random part of the measured samples is held out
     (:func:`mridip.sampling.holdout_weights`, the split the DIP's stopping rule uses; single
-    samples of non-Cartesian data, whole lines of Cartesian data: :func:`default_holdout_unit`), the
-    method is fitted to the rest for each candidate ``lam``, and the ``lam`` whose image best
-    predicts the held-out samples wins. A golden-section-like search on ``log lam`` keeps the
-    cost to a few solves.
+    samples of non-Cartesian data, whole lines of Cartesian data:
+    :func:`default_holdout_unit`), the method is fitted to the rest for each candidate
+    ``lam``, and the ``lam`` whose image best predicts the held-out samples wins. A
+    golden-section-like search on ``log lam`` keeps the cost to a few solves.
     Where the iteration count is part of the method (``tv``'s ADMM regularises by stopping
     early, docs/baselines.md) and the caller gives none, each fit runs to a cap and the
     held-out residual is measured every few iterations on the way (one forward transform per

@@ -568,7 +568,9 @@ def _blend(
     ``weight`` None: ``w`` is the minimum over ``[0, 1]`` of the blend's residual on the fit's
     held-out samples (:func:`_heldout_curve`; needs ``fitted``, the fit's reconstructor with a
     hold-out, else ½). ``method="auto"``: every method of :data:`BLEND_METHODS` is tried and
-    the blend whose held-out residual is lowest is kept (without a hold-out: ``wavelet``)."""
+    the blend whose held-out residual is lowest is kept (without a hold-out: ``wavelet``).
+    ``method="stack"``: the DIP image and all of them at once (:func:`_stack`; without a
+    hold-out as ``auto``)."""
     blind = fitted is None or fitted.split is None or fitted.blind_image is None
     if method == "stack" and not blind:
         assert fitted is not None and fitted.split is not None
