@@ -503,6 +503,22 @@ def _partner(
     return known if same else None
 
 
+def _cs_image(
+    kspace: DynamicKSpace,
+    maps: torch.Tensor,
+    method: str,
+    seed: int,
+    partners: Mapping[str, Reconstruction] | None,
+) -> tuple[torch.Tensor, dict[str, Any], bool]:
+    """A blend partner's image and record, λ chosen from the scan: the caller's reconstruction
+    when it is that one (:func:`_partner`; then True), else solved here."""
+    known = _partner(partners, method, kspace, seed)
+    if known is not None:
+        return known.image, known.config, True
+    cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
+    return cs.image, cs.info, False
+
+
 def _blend_with(
     kspace: DynamicKSpace,
     maps: torch.Tensor,
@@ -517,15 +533,10 @@ def _blend_with(
     judged on the held-out samples when its weight is to be chosen or ``judge`` asks.
     ``partners``: reconstructions of the same data by CS methods with ``lam="auto"`` (what
     ``mridip demo`` has already computed), used instead of solving again."""
-    known = _partner(partners, method, kspace, seed)
-    if known is not None:
-        image, info = known.image, known.config
-    else:
-        cs = METHODS[method].run(kspace, maps, {"seed": seed, "lam": "auto"})
-        image, info = cs.image, cs.info
+    image, info, reused = _cs_image(kspace, maps, method, seed, partners)
     lam = info.get("lam")
     record: dict[str, Any] = {"method": method, "lam": lam}
-    if known is not None:
+    if reused:
         record["reused"] = True
     if info.get("iters") is not None:
         record["iters"] = info["iters"]
@@ -616,14 +627,9 @@ def _stack(
     names, full, blind = ["dip"], [image], [g]
     used: dict[str, dict[str, Any]] = {}
     for m in BLEND_METHODS:
-        known = _partner(partners, m, kspace, seed)
-        if known is not None:
-            cs_image, info = known.image, known.config
-        else:
-            cs = METHODS[m].run(kspace, maps, {"seed": seed, "lam": "auto"})
-            cs_image, info = cs.image, cs.info
+        cs_image, info, reused = _cs_image(kspace, maps, m, seed, partners)
         lam = float(info["lam"])
-        used[m] = {"lam": lam, **({"reused": True} if known is not None else {})}
+        used[m] = {"lam": lam, **({"reused": True} if reused else {})}
         b = _blind_cs(kspace, maps, m, fitted.split[0], lam, info.get("iters"), seed)
         names.append(m)
         full.append(cs_image.to(image.device, image.dtype))
