@@ -148,6 +148,7 @@ def main() -> None:
                         "stopped_early": rec.config.get("stopped_early"),
                         "partner": blend.get("method"),
                         "weight": blend.get("weight"),
+                        "weights": blend.get("weights"),  # a stack's, per image
                         "tried": blend.get("tried"),
                     }
                     | ({"trace": trace} if a.trace else {})

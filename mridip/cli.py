@@ -228,6 +228,8 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "rank": a.rank,
         "blend": a.blend,
         "blend_weight": a.blend_weight,
+        "blend_lam": a.blend_lam,
+        "blend_band": a.blend_band,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -472,9 +474,17 @@ def cmd_demo(a: argparse.Namespace) -> int:
         if isinstance(blend, dict):
             tried = blend.get("tried") or {blend["method"]: blend}
             reused = [m for m, r in tried.items() if r.get("reused")]
+            if blend["method"] == "stack":
+                what = "stacked: " + ", ".join(f"{m} {c:.2f}" for m, c in blend["weights"].items())
+                what += f" (weights chosen on held-out samples from {len(tried)} CS image(s)"
+            else:
+                moved = blend.get("lam_factor")
+                what = f"blended with {blend['method']} (weight {blend['weight']:.2f}, " + (
+                    f"its λ × {moved:g} for the blend, " if moved else ""
+                )
+                what += f"chosen from {len(tried)} CS image(s)"
             print(
-                f"{'':10s} blended with {blend['method']} (weight {blend['weight']:.2f}, chosen "
-                f"from {len(tried)} CS image(s)"
+                f"{'':10s} {what}"
                 + (f"; reused {', '.join(reused)} from above" if reused else "")
                 + ")"
             )
@@ -570,6 +580,22 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="auto|W",
             help="the CS image's share in [0, 1], or auto (default): the share that best "
             "predicts the fit's held-out samples",
+        )
+        g.add_argument(
+            "--blend-lam",
+            choices=["scan", "refine"],
+            default=None,
+            help="the blend partner's λ: scan (default): the method's own choice; refine: "
+            "moved from there by factors of 2 while the blend predicts the held-out samples "
+            "better",
+        )
+        g.add_argument(
+            "--blend-band",
+            choices=["all", "measured"],
+            default=None,
+            help="where the blend replaces the DIP image: all: everywhere; measured (mridip's "
+            "default): within the largest radius the trajectory reaches, the DIP image kept "
+            "in the grid's corners (the same for Cartesian data)",
         )
         g.add_argument(
             "--holdout-unit",

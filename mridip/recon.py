@@ -838,9 +838,13 @@ class Reconstructor:
         if c.admm_iters > 0:
             out = self._admm(out, hist, info)
             blind = out if blind is not None else None  # ADMM's x saw the fitted samples only
-            if c.final == "auto" and self.op_val is not None:
+            if c.final in ("auto", "dc") and self.op_val is not None:
+                # the held-out samples rejoin as the final step says (ADMM's x has not seen them)
                 with torch.no_grad():
-                    out = self._final_dc(out, info)
+                    if c.final == "auto":
+                        out = self._final_dc(out, info)
+                    else:
+                        out = self._cg_image(out, c.final_mu, None, c.final_iters)
                 info["admm_final"] = info["final"]
             info["final"] = "admm"
         elif c.final == "dc":

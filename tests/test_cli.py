@@ -109,29 +109,34 @@ def test_demo_runs_on_its_bundled_sample(tmp_path, capsys):
 
 def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypatch):
     """The DIP row's blend takes the demo's own `tv` image instead of solving it again, and the
-    demo says which partner and weight it chose (a stand-in fit keeps this small)."""
+    demo says which partner and weight it chose, or the stack's weights when the DIP image adds
+    nothing (stand-in fits keep this small: the truth itself, and an image of zeros)."""
     from mridip import lam, methods, recon
+    from mridip.preprocess import load
     from mridip.simulate import SimulationConfig, simulate, write_simulation
 
-    def fake_fit(self, resume=False):
-        g = torch.zeros((self.kspace.n_frames, *self.kspace.matrix), dtype=torch.complex64)
-        self.blind_image = g
-        return recon.FitResult(g, {}, 0, False, 0.0, {})
-
-    monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+    sample = tmp_path / "s.h5"
+    write_simulation(sample, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    truth = torch.as_tensor(load(sample).reference).to(torch.complex64)
     chosen = []  # the CS methods whose λ is chosen (each costs several solves)
     real = lam.choose_lam
     monkeypatch.setattr(methods, "choose_lam", lambda *a, **k: chosen.append(a[2]) or real(*a, **k))
-    sample = tmp_path / "s.h5"
-    write_simulation(sample, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
-    code, out, _ = run(
-        ["demo", "--sample", sample, "--methods", "tv,lrdip", "--out", tmp_path / "d"], capsys
-    )
-    assert code == 0
-    (line,) = [x for x in out.splitlines() if "blended with" in x]
-    assert "chosen from 3 CS image(s); reused tv from above" in line
-    assert chosen.count("tv") == 1  # tv's λ chosen once, for its own row
-    assert sorted(chosen) == ["lps", "tv", "wavelet"]
+    for g, says in ((truth, "blended with"), (torch.zeros_like(truth), "stacked: dip 0.00")):
+
+        def fake_fit(self, resume=False, g=g):
+            self.blind_image = g
+            return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+        monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
+        chosen.clear()
+        code, out, _ = run(
+            ["demo", "--sample", sample, "--methods", "tv,lrdip", "--out", tmp_path / "d"], capsys
+        )
+        assert code == 0
+        (line,) = [x for x in out.splitlines() if says in x]
+        assert "3 CS image(s); reused tv from above" in line
+        assert chosen.count("tv") == 1  # tv's λ chosen once, for its own row
+        assert sorted(chosen) == ["lps", "tv", "wavelet"]
 
 
 def test_console_script_installed(tmp_path):
@@ -248,7 +253,20 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     )
     assert code == 2 and "blend stack" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
-    for bad in (["--blend-weight", "half"], ["--blend", "bart"]):  # argparse's own refusal
+    a = build_parser().parse_args([*args[:6], "--blend-lam", "refine", "--blend-band", "measured"])
+    assert (_method_options(a)["blend_lam"], _method_options(a)["blend_band"]) == (
+        "refine",
+        "measured",
+    )
+    plain = _method_options(build_parser().parse_args(args[:6]))
+    assert "blend_lam" not in plain and "blend_band" not in plain  # the method's defaults
+    refused = (
+        ["--blend-weight", "half"],
+        ["--blend", "bart"],
+        ["--blend-lam", "sweep"],
+        ["--blend-band", "corners"],
+    )
+    for bad in refused:  # argparse's own refusal
         with pytest.raises(SystemExit) as exc:
             build_parser().parse_args([*args[:6], *bad])
         assert exc.value.code == 2

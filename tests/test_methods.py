@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -177,19 +178,48 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
     cine = load(path)
     ks = cine.kspace
-    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25)
+    kw = {"blend": "tv", "blend_weight": 0.25, "blend_band": "all"}
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, **kw)
     tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto")
     g = torch.full_like(tv.image, 0.3 + 0.1j)
     assert torch.allclose(rec.image, 0.75 * g + 0.25 * tv.image, atol=1e-6)
     record = rec.config["blend"]
     assert record["method"] == "tv" and record["weight"] == 0.25
     assert record["lam"] == pytest.approx(tv.config["lam"])
+    # band "measured": that blend where the spokes reach, the DIP image in the grid's corners
+    band = mridip.reconstruct(
+        ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25, blend_band="measured"
+    )
+    radius = float(ks.traj.pow(2).sum(1).sqrt().max()) / (2 * math.pi)  # cycles per voxel
+    f = torch.fft.fftfreq(24)
+    inside = (f[:, None] ** 2 + f[None, :] ** 2).sqrt() <= radius + 1e-6
+    assert 0.7 < float(inside.float().mean()) < 0.85  # about π/4 of the grid
+    kb, kr, kg = (torch.fft.fft2(x) for x in (band.image, rec.image, g))
+    tol = 1e-5 * float(kr.abs().max())
+    assert float(kr[:, ~inside].abs().max()) > 100 * tol  # tv's image has something there
+    assert torch.allclose(kb[:, inside], kr[:, inside], atol=tol)
+    assert torch.allclose(kb[:, ~inside], kg[:, ~inside], atol=tol)
+    assert band.config["blend"]["band"] == "measured"
+    assert band.config["blend"]["band_share"] == pytest.approx(float(inside.float().mean()))
+    with pytest.raises(ConfigError, match="blend band"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_band="corners")
+    # Cartesian data measure the grid's whole extent: the band changes nothing
+    cart_path = tmp_path / "cart.h5"
+    write_simulation(
+        cart_path,
+        simulate(SimulationConfig(matrix=24, frames=4, coils=3, trajectory="cartesian")),
+    )
+    cart = load(cart_path)
+    both = [
+        mridip.reconstruct(cart.kspace, "lrdip", cart.maps, blend="tv", blend_weight=0.25, **b)
+        for b in ({"blend_band": "measured"}, {})
+    ]
+    assert torch.equal(both[0].image, both[1].image)
+    assert both[0].config["blend"]["band_share"] == 1.0
     # a CS image the caller has already made is reused when it is the one the blend would make
     # (the demo's tv): a marked copy shows which image was taken; other options: solved again
     marked = dataclasses.replace(tv, image=tv.image + 1.0)
-    reused = mridip.reconstruct(
-        ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25, blend_partners={"tv": marked}
-    )
+    reused = mridip.reconstruct(ks, "lrdip", cine.maps, **kw, blend_partners={"tv": marked})
     assert torch.allclose(reused.image, 0.75 * g + 0.25 * marked.image, atol=1e-6)
     assert reused.config["blend"]["reused"] and "blend_partners" not in reused.config
     json.dumps(reused.config)  # the result files' record stays plain JSON
@@ -198,9 +228,7 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
         mridip.reconstruct(ks, "tv", cine.maps, lam="auto", lam_spatial=0.5),
         mridip.reconstruct(ks, "tv", cine.maps, lam=0.03),
     ):
-        again = mridip.reconstruct(
-            ks, "lrdip", cine.maps, blend="tv", blend_weight=0.25, blend_partners={"tv": other}
-        )
+        again = mridip.reconstruct(ks, "lrdip", cine.maps, **kw, blend_partners={"tv": other})
         assert "reused" not in again.config["blend"]
         assert torch.allclose(again.image, rec.image, atol=1e-6)
     plain = mridip.reconstruct(ks, "lrdip", cine.maps, blend="none")
@@ -210,6 +238,7 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     assert default["method"] == "wavelet" and default["weight_rule"].startswith("even")
     graph = mridip.reconstruct(ks, "mridip", cine.maps).config["blend"]  # the default method too
     assert graph["method"] == "wavelet" and graph["weight_rule"].startswith("even")
+    assert graph["band"] == "measured" and default["band"] == "all"  # the presets' bands
     other = mridip.reconstruct(ks, "tddip", cine.maps, iters=2, blend=None)
     assert other.config["blend"] is None  # other presets: no blend record unless asked
     n = len(calls)
@@ -218,6 +247,17 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="blend weight"):
         mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight=1.5)
     assert len(calls) == n  # refused before the fit
+
+
+def _blend_scan(tmp_path):
+    """A small radial cine, its ``tv`` image (λ chosen from the scan) and a stand-in generator
+    image with the right content and the zero-filled image's streaks."""
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cine = load(path)
+    tv = mridip.reconstruct(cine.kspace, "tv", cine.maps, lam="auto")
+    zf = mridip.reconstruct(cine.kspace, "zf", cine.maps).image
+    return cine, tv, 0.5 * (zf + tv.image)
 
 
 def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkeypatch):
@@ -229,12 +269,8 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     from mridip.lam import _HeldOut, solve
     from mridip.operators import for_kspace
 
-    path = tmp_path / "small.h5"
-    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
-    cine = load(path)
+    cine, tv, g = _blend_scan(tmp_path)
     ks = cine.kspace
-    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto")
-    zf = mridip.reconstruct(ks, "zf", cine.maps).image
     seen = {}
 
     def fake_fit(g):
@@ -245,10 +281,10 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
 
         return fit
 
-    # a generator image with the right content but the zero-filled image's streaks
-    g = 0.5 * (zf + tv.image)
     monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(g))
-    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_weight="auto")
+    rec = mridip.reconstruct(
+        ks, "lrdip", cine.maps, blend="tv", blend_weight="auto", blend_band="all"
+    )
     record = rec.config["blend"]
     w = record["weight"]
     assert record["weight_rule"] == "heldout" and 0 <= w <= 1
@@ -285,7 +321,7 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     # blend="auto": every CS partner tried, the one whose blend predicts the held-out samples
     # best kept, at its own weight
     monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit(g))
-    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto")
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto", blend_band="all")
     record = rec.config["blend"]
     tried = record["tried"]
     assert set(tried) == {"wavelet", "tv", "lps"}
@@ -295,6 +331,63 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     assert torch.allclose(rec.image, (1 - w) * g + w * partner, atol=1e-6)
 
 
+def test_blend_partner_lam_is_refined_by_the_heldout_residual(tmp_path, monkeypatch):
+    """``blend_lam="refine"`` (off by default): the partner's λ moves by factors of 2 from its own
+    choice while the blend predicts the held-out samples better; the λ kept is the path's
+    minimum, its residual is what the blind image at that λ gives, and the returned image is
+    the blend with the partner solved at that λ. ``"scan"`` keeps the method's own λ."""
+    from mridip import recon
+    from mridip.methods import (
+        BLEND_LAM_FACTOR,
+        BLEND_LAM_STEPS,
+        _blind_cs,
+        _held_judge,
+        _heldout_curve,
+        _quadratic,
+    )
+
+    cine, tv, g = _blend_scan(tmp_path)
+    ks = cine.kspace
+    seen = {}
+
+    def fit(self, resume=False):
+        self.blind_image = g
+        seen["split"] = self.split
+        return recon.FitResult(g, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    scan = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv").config  # the default
+    assert scan["blend"]["lam"] == pytest.approx(tv.config["lam"]) and "lam_path" not in scan
+    rec = mridip.reconstruct(
+        ks, "lrdip", cine.maps, blend="tv", blend_lam="refine", blend_band="all"
+    )
+    record = rec.config["blend"]
+    assert record["lam_rule"] == "refine"
+    steps = record["lam_path"]
+    factors = [s["factor"] for s in steps]
+    scores = [s["heldout_blend"] for s in steps]
+    assert factors[0] == 1.0 and scores[0] == pytest.approx(scan["blend"]["heldout_blend"])
+    kept = record.get("lam_factor", 1.0)
+    assert kept != 1.0  # it moves on this scan, so the partner solved again is checked below
+    assert min(scores) == pytest.approx(scores[factors.index(kept)])
+    # the walk: up while it helps (at most BLEND_LAM_STEPS), down only if the first step up lost
+    up = [f for f in factors[1:] if f > 1]
+    assert up[0] == BLEND_LAM_FACTOR and len(up) <= BLEND_LAM_STEPS
+    assert all(b / a == BLEND_LAM_FACTOR for a, b in zip(up, up[1:], strict=False))
+    assert any(f < 1 for f in factors) == (scores[1] >= scores[0])
+    lam = tv.config["lam"] * kept
+    assert record["lam"] == pytest.approx(lam)
+    fit_w, held_w = seen["split"]
+    held = _held_judge(ks, cine.maps, held_w)
+    blind = _blind_cs(ks, cine.maps, "tv", fit_w, lam, tv.config.get("iters"), 0)
+    w, score = _quadratic(*_heldout_curve(held, g, blind), None)
+    assert score == pytest.approx(min(scores), rel=1e-4) and w == pytest.approx(record["weight"])
+    partner = mridip.reconstruct(ks, "tv", cine.maps, lam=lam, iters=tv.config.get("iters"))
+    assert torch.allclose(rec.image, (1 - w) * g + w * partner.image, atol=1e-5)
+    with pytest.raises(ConfigError, match="blend lam"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_lam="sweep")
+
+
 def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_path, monkeypatch):
     """``blend="stack"``: the DIP image and all three CS images, weights ``c ≥ 0, Σc = 1``
     chosen by the held-out residual of the blind images' combination. The Gram matrix gives that
@@ -302,7 +395,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     simplex; a given weight is refused before the fit; no hold-out falls back as ``auto`` does."""
     from mridip import recon
     from mridip.lam import _HeldOut
-    from mridip.methods import BLEND_METHODS, _blind_cs, _simplex_weights
+    from mridip.methods import BLEND_METHODS, STACK_BELOW, _blind_cs, _simplex_weights
 
     path = tmp_path / "small.h5"
     write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
@@ -321,7 +414,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
         return recon.FitResult(g, {}, 0, False, 0.0, {})
 
     monkeypatch.setattr(recon.Reconstructor, "fit", fit)
-    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack")
+    rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack", blend_band="all")
     record = rec.config["blend"]
     c = record["weights"]
     assert list(c) == ["dip", *BLEND_METHODS]
@@ -373,3 +466,19 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     assert len(calls) == n  # refused before the fit
     none = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack", holdout=0).config["blend"]
     assert none["method"] == "wavelet" and none["weight_rule"] == "even (no hold-out)"
+    # blend auto stacks when its best single blend keeps (almost) nothing of the DIP image:
+    # a generator that explains nothing; the same fit with blend stack gives the same image
+    g = torch.zeros_like(g)
+    auto = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto", blend_band="measured")
+    record = auto.config["blend"]
+    assert record["method"] == "stack" and "stacked" in record["weight_rule"]
+    single = record["single"]
+    assert single["method"] in BLEND_METHODS and 1 - single["weight"] < STACK_BELOW
+    assert record["heldout_blend"] <= single["heldout_blend"] * (1 + 1e-6)
+    stack = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack")
+    assert torch.allclose(auto.image, stack.image, atol=1e-6)
+    assert record["band"] == "all"  # even when asked, a DIP image with no weight is not kept
+    assert record["weights"] == pytest.approx(stack.config["blend"]["weights"])
+    # a given weight is kept as given: no stacking
+    fixed = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto", blend_weight=1.0)
+    assert fixed.config["blend"]["method"] in BLEND_METHODS

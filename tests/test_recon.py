@@ -344,6 +344,17 @@ def test_admm_with_a_hold_out_keeps_the_iterate_that_predicts_it_best(tiny):
     assert 1 <= len(vals) <= 4 and res.info["admm_iters_run"] == len(vals)
     best = res.info["admm_best_iter"]
     assert best == 0 or vals[best - 1] == min(vals)
+    # with final="dc" (mridip's and lrdip's) the held-out samples rejoin after ADMM: the
+    # returned image fits all data better than its blind counterpart, which saw the fitted only
+    dc = _fit(tiny, steps=20, holdout=0.2, final="dc", admm_iters=2, admm_net_steps=5)
+    res = dc.fit()
+    assert res.info["final"] == "admm" and res.info["admm_final"] == "dc"
+    op = for_kspace(tiny.kspace, tiny.maps)
+    resid = [
+        float((op.forward(x.to(torch.complex64)) - tiny.kspace.data).abs().pow(2).sum())
+        for x in (res.image, dc.blind_image)
+    ]
+    assert resid[0] < resid[1]
 
 
 class _Recorder(torch.nn.Module):
