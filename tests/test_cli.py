@@ -110,7 +110,11 @@ def test_demo_runs_on_its_bundled_sample(tmp_path, capsys):
 def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypatch):
     """The DIP row's blend takes the demo's own `tv` image instead of solving it again, and the
     demo says which partner and weight it chose, or the stack's weights when the DIP image adds
-    nothing (stand-in fits keep this small: the truth itself, and an image of zeros)."""
+    nothing (stand-in fits keep this small: the truth itself, and an image of zeros). With
+    `--jobs 2` the CS methods run in a worker thread beside the DIP fit, whose blend waits for
+    them; the rows come out in the order asked for either way."""
+    import threading
+
     from mridip import lam, methods, recon
     from mridip.preprocess import load
     from mridip.simulate import SimulationConfig, simulate, write_simulation
@@ -121,7 +125,19 @@ def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypat
     chosen = []  # the CS methods whose λ is chosen (each costs several solves)
     real = lam.choose_lam
     monkeypatch.setattr(methods, "choose_lam", lambda *a, **k: chosen.append(a[2]) or real(*a, **k))
-    for g, says in ((truth, "blended with"), (torch.zeros_like(truth), "stacked: dip 0.00")):
+    where = {}  # method → the thread that reconstructed it
+    real_rec = methods.reconstruct
+
+    def traced(kspace, method, *a, **k):
+        where[method] = threading.current_thread().name
+        return real_rec(kspace, method, *a, **k)
+
+    monkeypatch.setattr(methods, "reconstruct", traced)
+    rows = {}
+    for g, says, jobs in (
+        (truth, "blended with", "2"),
+        (torch.zeros_like(truth), "stacked: dip 0.00", "1"),
+    ):
 
         def fake_fit(self, resume=False, g=g):
             self.blind_image = g
@@ -129,14 +145,44 @@ def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypat
 
         monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
         chosen.clear()
-        code, out, _ = run(
-            ["demo", "--sample", sample, "--methods", "tv,lrdip", "--out", tmp_path / "d"], capsys
-        )
+        where.clear()
+        args = ["demo", "--sample", sample, "--methods", "zf,tv,lrdip", "--jobs", jobs]
+        code, out, _ = run([*args, "--out", tmp_path / "d"], capsys)
         assert code == 0
         (line,) = [x for x in out.splitlines() if says in x]
         assert "3 CS image(s); reused tv from above" in line
         assert chosen.count("tv") == 1  # tv's λ chosen once, for its own row
         assert sorted(chosen) == ["lps", "tv", "wavelet"]
+        order = [x.split()[0] for x in out.splitlines() if x.split()[:1] in (["zf"], ["tv"])]
+        order += [x.split()[0] for x in out.splitlines() if x.startswith("lrdip ")]
+        assert order == ["zf", "tv", "lrdip"]
+        assert where["lrdip"] == "MainThread"
+        if jobs == "2":
+            assert "in a worker thread beside lrdip" in out
+            assert where["zf"].startswith("mridip-demo") and where["tv"].startswith("mridip-demo")
+        else:
+            assert set(where.values()) == {"MainThread"}
+        rows[jobs] = [x for x in out.splitlines() if x.startswith(("zf ", "tv "))]
+    # the CS rows do not depend on the thread they ran in (PSNR, SSIM, NRMSE; not the seconds)
+    assert [r.split()[:4] for r in rows["1"]] == [r.split()[:4] for r in rows["2"]]
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--methods", "zf", "--jobs", "3", "--out", str(tmp_path / "e")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "--jobs" in err
+    assert not (tmp_path / "e").exists()
+
+
+def test_demo_rows_print_in_the_order_asked_for(capsys):
+    """A row that is ready before the rows above it waits for them."""
+    from mridip.cli import _DemoRows
+
+    rows = _DemoRows(["a", "b", "c"])
+    rows.done("b", ["row b", "  under b"])
+    assert capsys.readouterr().out == ""
+    rows.done("a", ["row a"])
+    assert capsys.readouterr().out.splitlines() == ["row a", "row b", "  under b"]
+    rows.done("c", ["row c"])
+    assert capsys.readouterr().out.splitlines() == ["row c"]
 
 
 def test_console_script_installed(tmp_path):
