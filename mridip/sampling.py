@@ -440,6 +440,30 @@ def normalize_dcf(traj: torch.Tensor, dcf: torch.Tensor, matrix: tuple[int, int]
     return (dcf.to(torch.float64) / gain).to(torch.float32)
 
 
+#: Half-width (in k-space locations) of the box over which :func:`cartesian_density_weights`
+#: averages the sampling density.
+DENSITY_HALF_WIDTH = 2
+
+
+def cartesian_density_weights(mask: torch.Tensor, half: int = DENSITY_HALF_WIDTH) -> torch.Tensor:
+    """Density compensation of a Cartesian mask: ``1 / p``, ``(1, Ny, Nx)`` float32.
+
+    ``p`` is the fraction of frames that measure each k-space location, averaged over the
+    ``(2·half + 1) × (2·half + 1)`` box around it (a frame measures a line or not; the box turns
+    the frames' patterns into a local density), and at least ``1 / T``. On a variable-density
+    pattern the fully sampled centre gets about 1 and a peripheral line measured in one frame of
+    eight about 8: weighted by them, a residual over held-out lines measures the error evenly
+    over k-space (Parseval), as the radial data's density compensation does, rather than being
+    dominated by the few centre lines that hold most of the signal's energy."""
+    if mask.ndim != 3:
+        raise ConfigError(f"a Cartesian mask must be (T, Ny, Nx), got {tuple(mask.shape)}")
+    p = mask.to(torch.float32).mean(0)[None, None]  # (1, 1, Ny, Nx)
+    k = 2 * half + 1
+    p = torch.nn.functional.pad(p, (half, half, half, half), mode="replicate")
+    p = torch.nn.functional.avg_pool2d(p, k, stride=1)[0]
+    return 1.0 / p.clamp_min(1.0 / mask.shape[0])
+
+
 #: Units of :func:`holdout_weights`' split.
 HOLDOUT_UNITS = ("sample", "readout")
 

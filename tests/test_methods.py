@@ -388,6 +388,33 @@ def test_blend_partner_lam_is_refined_by_the_heldout_residual(tmp_path, monkeypa
         mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_lam="sweep")
 
 
+def test_heldout_judge_weights_cartesian_lines_by_their_density(cartesian_cine):
+    """The blends' held-out score on Cartesian data weights each held-out line by the inverse of
+    its sampling density (``sampling.cartesian_density_weights``), as radial data are weighted by
+    their density compensation: computed here from the operator's own forward transform."""
+    from mridip.methods import _held_judge
+    from mridip.operators import for_kspace
+    from mridip.sampling import cartesian_density_weights, holdout_weights
+
+    scan = mridip.load(cartesian_cine)
+    ks = scan.kspace
+    assert ks.is_cartesian and ks.dcf is None
+    _, held_w = holdout_weights(ks, 0.3, torch.Generator().manual_seed(0), unit="readout")
+    x = torch.as_tensor(scan.reference).to(torch.complex64) * 0.9  # an image with some error
+    r = for_kspace(ks, scan.maps).forward(x) - ks.data  # (T, C, Ny, Nx)
+    e = ks.data.abs().pow(2)
+    dens = cartesian_density_weights(ks.mask)
+    assert float(dens.max()) > 2  # the periphery is measured less often than the centre
+
+    def score(w):
+        w = (w * ks.mask)[:, None]
+        return float((r.abs().pow(2) * w).sum() / (e * w).sum())
+
+    judged = _held_judge(ks, scan.maps, held_w)(x)
+    assert judged == pytest.approx(score(held_w * dens), rel=1e-4)
+    assert abs(judged - score(held_w)) > 0.01 * judged  # not the unweighted score
+
+
 def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_path, monkeypatch):
     """``blend="stack"``: the DIP image and all three CS images, weights ``c ≥ 0, Σc = 1``
     chosen by the held-out residual of the blind images' combination. The Gram matrix gives that

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mridip import phantoms, sampling
+from mridip.errors import ConfigError
 from mridip.metrics import evaluate
 from mridip.operators import NonCartesianSense
 
@@ -65,6 +66,26 @@ def test_variable_density_mask():
     assert len({tuple(f.nonzero().flatten().tolist()) for f in lines}) == 6  # differs per frame
     again = sampling.variable_density_mask((64, 48), 6, acceleration=4, seed=3)
     assert torch.equal(m, again)
+
+
+def test_cartesian_density_weights_are_the_inverse_sampling_density():
+    """Exactly 1/p without the box: a line every frame measures gets 1, one measured in one
+    frame of four gets 4, a line no frame measures the cap T; with the box, a variable-density
+    pattern's centre gets about 1 and its periphery several times more."""
+    mask = torch.zeros(4, 8, 6, dtype=torch.bool)
+    mask[:, 3:5] = True  # the centre, every frame
+    mask[0, 0] = mask[1, 1] = mask[2, 6] = mask[3, 7] = True  # one frame each
+    w = sampling.cartesian_density_weights(mask, half=0)
+    assert w.shape == (1, 8, 6) and w.dtype == torch.float32
+    assert torch.all(w[0, 3:5] == 1) and torch.all(w[0, [0, 1, 6, 7]] == 4)
+    assert torch.all(w[0, 2] == 4) and torch.all(w[0, 5] == 4)  # never measured: at most T
+    vd = sampling.variable_density_mask((64, 48), 8, acceleration=8, seed=1)
+    w = sampling.cartesian_density_weights(vd)[0, :, 0]
+    centre = float(w[31:33].max())  # the box reaches past the 4 fully sampled lines
+    assert 1 <= centre < 1.5
+    assert float(w[:8].mean()) > 4 * centre and float(w[-8:].mean()) > 4 * centre
+    with pytest.raises(ConfigError, match="Cartesian mask"):
+        sampling.cartesian_density_weights(vd[0])
 
 
 @pytest.mark.parametrize("kind", ["ramp", "pipe"])
