@@ -468,6 +468,17 @@ def cartesian_density_weights(mask: torch.Tensor, half: int = DENSITY_HALF_WIDTH
 HOLDOUT_UNITS = ("sample", "readout")
 
 
+def readouts_divisible(kspace: DynamicKSpace) -> bool:
+    """Whether whole readouts can be held out (:func:`holdout_weights` with ``unit="readout"``):
+    always for Cartesian data (rows), for non-Cartesian data when ``meta["readout_samples"]``
+    is known and divides the sample count per frame (otherwise the split falls back to single
+    samples)."""
+    if kspace.is_cartesian:
+        return True
+    ro = int(kspace.meta.get("readout_samples") or 0)
+    return ro > 0 and kspace.data.shape[-1] % ro == 0
+
+
 def holdout_weights(
     kspace: DynamicKSpace, fraction: float, generator: torch.Generator, unit: str = "sample"
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -509,15 +520,22 @@ def holdout_weights(
         assert kspace.mask is not None
         t, ny, nx = kspace.mask.shape
         shape = (t, ny, 1) if unit == "readout" else (t, ny, nx)  # rows are readouts
-        u = torch.rand(shape, generator=generator).to(kspace.device)
-        held = (u < fraction) & kspace.mask
+        u = torch.rand(shape, generator=generator).to(kspace.device).expand(t, ny, nx)
+        measured = kspace.mask
     else:
         t, _, k = kspace.data.shape
-        ro = int(kspace.meta.get("readout_samples") or 0)
-        if unit == "readout" and ro > 0 and k % ro == 0:
+        if unit == "readout" and readouts_divisible(kspace):
+            ro = int(kspace.meta["readout_samples"])
             u = torch.rand((t, 1, k // ro), generator=generator).repeat_interleave(ro, dim=-1)
         else:
             u = torch.rand((t, 1, k), generator=generator)
-        held = u.to(kspace.device) < fraction
+        u = u.to(kspace.device)
+        measured = torch.ones_like(u, dtype=torch.bool)
+    held = (u < fraction) & measured
+    if not bool(held.any()):
+        # a small scan can draw nothing (24 lines at 15%: about 2% of seeds); the unit with the
+        # smallest draw is held out then, so that the held-out residual is defined
+        first = u.masked_fill(~measured, math.inf).min()
+        held = (u == first) & measured
     held_f = held.to(torch.float32)
     return 1.0 - held_f, held_f

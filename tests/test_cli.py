@@ -112,7 +112,9 @@ def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypat
     demo says which partner and weight it chose, or the stack's weights when the DIP image adds
     nothing (stand-in fits keep this small: the truth itself, and an image of zeros). With
     `--jobs 2` the CS methods run in a worker thread beside the DIP fit, whose blend waits for
-    them; the rows come out in the order asked for either way."""
+    them; the rows come out in the order asked for either way. Cartesian data: the CS rows and
+    the blend's partners choose λ alike (whole lines held out; on radial data the partners keep
+    single samples, ``test_blend_partners_choose_lam_by_single_samples_on_radial_data``)."""
     import threading
 
     from mridip import lam, methods, recon
@@ -120,7 +122,8 @@ def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypat
     from mridip.simulate import SimulationConfig, simulate, write_simulation
 
     sample = tmp_path / "s.h5"
-    write_simulation(sample, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cfg = SimulationConfig(trajectory="cartesian", matrix=24, frames=4, coils=3, acceleration=4)
+    write_simulation(sample, simulate(cfg))
     truth = torch.as_tensor(load(sample).reference).to(torch.complex64)
     chosen = []  # the CS methods whose λ is chosen (each costs several solves)
     real = lam.choose_lam

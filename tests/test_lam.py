@@ -98,6 +98,7 @@ def test_cv_chooses_the_iterations_with_the_lowest_heldout_residual(cine):
     row = choice.iter_scores[choice.lams.index(choice.lam)]
     assert choice.iters == choice.iter_counts[row.index(min(row))]
     # the curve is the held-out residual of what a run of that many iterations returns
+    assert (choice.holdout, choice.holdout_unit) == (0.1, "sample")  # tv: radial samples
     fit_w, held_w = holdout_weights(ks, 0.1, torch.Generator().manual_seed(1))
     op_fit = for_kspace(ks, maps, weights=fit_w)
     residual = _Residual(ks, maps)
@@ -138,6 +139,7 @@ def test_the_unfitted_vertex_predicts_its_heldout_residual(cine):
         pytest.skip(f"the search ended on an edge here: {choice.lams}")
     assert choice.lam not in choice.lams and choice.record()["lam_fitted"] is False
     assert choice.lams[0] < choice.lam < choice.lams[-1]
+    assert (choice.holdout, choice.holdout_unit) == (0.1, "sample")  # tv: radial samples
     fit_w, held_w = holdout_weights(ks, 0.1, torch.Generator().manual_seed(1))
     op_fit = for_kspace(ks, maps, weights=fit_w)
     residual = _Residual(ks, maps)
@@ -210,10 +212,12 @@ def test_bad_choices_raise(cine):
         choose_lam(ks, maps, "tv", max_solves=2)
 
 
-def test_cartesian_choice_holds_out_whole_lines(tmp_path, monkeypatch, cine):
-    """Cartesian data: the ``cv`` rule holds out 20% of the lines (a lone sample on a measured
-    line is predicted by its neighbours through the coils, whatever the weight); radial data
-    keep single samples, 10%. The unit and fraction are recorded; an unknown unit is refused."""
+def test_cv_choice_holds_out_whole_readouts(tmp_path, monkeypatch, cine):
+    """The ``cv`` rule holds out 20% of the readouts: Cartesian lines (a lone sample on a
+    measured line is predicted by its neighbours through the coils, whatever the weight) and,
+    for ``lps`` and ``wavelet``, radial spokes (by the readout's oversampling); ``tv`` keeps
+    10% of single radial samples, and so does radial data whose readout length is unknown.
+    The unit and fraction are recorded; an unknown unit is refused."""
     import mridip.lam as lam_module
 
     path = tmp_path / "cart.h5"
@@ -244,8 +248,26 @@ def test_cartesian_choice_holds_out_whole_lines(tmp_path, monkeypatch, cine):
     assert again.lam == choice.lam
     choose_lam(ks, maps, "lps", iters=5, holdout_unit="sample")
     assert seen[-1][:2] == (0.1, "sample")
+    # radial: whole spokes (the simulator's 2×-oversampled readouts of 64 samples)
     radial = choose_lam(cine.kspace, cine.maps, "lps", iters=5)
-    assert (radial.holdout, radial.holdout_unit) == (0.1, "sample")
+    assert (radial.holdout, radial.holdout_unit) == (0.2, "readout")
+    fraction, unit, (fit_w, held_w) = seen[-1]
+    assert (fraction, unit) == (0.2, "readout")
+    ro = int(cine.kspace.meta["readout_samples"])
+    assert ro == 64 and held_w.shape[-1] % ro == 0
+    spokes = held_w.reshape(held_w.shape[0], -1, ro)  # (T, spokes, samples)
+    assert torch.equal(spokes, spokes[..., :1].expand_as(spokes))  # a spoke whole or not at all
+    assert 0 < int(spokes[..., 0].sum()) < spokes[..., 0].numel()
+    # without a readout length the split cannot find the spokes: single samples, 10%
+    bare = dataclasses.replace(cine.kspace, meta={})
+    fallback = choose_lam(bare, cine.maps, "lps", iters=5)
+    assert (fallback.holdout, fallback.holdout_unit) == (0.1, "sample")
+    assert seen[-1][:2] == (0.1, "sample")
+    for method, unit in (("tv", "sample"), ("bart", "sample"), ("wavelet", "readout")):
+        assert lam_module.default_holdout_unit(cine.kspace, method) == unit
+        assert lam_module.default_holdout_unit(ks, method) == "readout"  # Cartesian lines
+    tv = choose_lam(cine.kspace, cine.maps, "tv", iters=5)
+    assert (tv.holdout, tv.holdout_unit) == (0.1, "sample") and seen[-1][:2] == (0.1, "sample")
     with pytest.raises(ConfigError, match="holdout unit"):
         choose_lam(ks, maps, "lps", holdout_unit="frame")
 

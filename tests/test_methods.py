@@ -13,6 +13,11 @@ from mridip.metrics import evaluate
 from mridip.preprocess import load
 from mridip.simulate import SimulationConfig, simulate, write_simulation
 
+#: The option that makes a CS method choose λ as a blend's partner does on radial data (single
+#: held-out samples, ``methods._partner_holdout_unit``; ``lps`` and ``wavelet`` alone hold out
+#: whole spokes), so that a test's CS image is the blend's own partner
+PARTNER = {"lam_holdout_unit": "sample"}
+
 
 @pytest.fixture(scope="module")
 def cine(radial_cine):
@@ -180,7 +185,7 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     ks = cine.kspace
     kw = {"blend": "tv", "blend_weight": 0.25, "blend_band": "all"}
     rec = mridip.reconstruct(ks, "lrdip", cine.maps, **kw)
-    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto")
+    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto", **PARTNER)
     g = torch.full_like(tv.image, 0.3 + 0.1j)
     assert torch.allclose(rec.image, 0.75 * g + 0.25 * tv.image, atol=1e-6)
     record = rec.config["blend"]
@@ -224,8 +229,8 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     assert reused.config["blend"]["reused"] and "blend_partners" not in reused.config
     json.dumps(reused.config)  # the result files' record stays plain JSON
     for other in (
-        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", seed=1),
-        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", lam_spatial=0.5),
+        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", seed=1, **PARTNER),
+        mridip.reconstruct(ks, "tv", cine.maps, lam="auto", lam_spatial=0.5, **PARTNER),
         mridip.reconstruct(ks, "tv", cine.maps, lam=0.03),
     ):
         again = mridip.reconstruct(ks, "lrdip", cine.maps, **kw, blend_partners={"tv": other})
@@ -255,7 +260,7 @@ def _blend_scan(tmp_path):
     path = tmp_path / "small.h5"
     write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
     cine = load(path)
-    tv = mridip.reconstruct(cine.kspace, "tv", cine.maps, lam="auto")
+    tv = mridip.reconstruct(cine.kspace, "tv", cine.maps, lam="auto", **PARTNER)
     zf = mridip.reconstruct(cine.kspace, "zf", cine.maps).image
     return cine, tv, 0.5 * (zf + tv.image)
 
@@ -326,7 +331,7 @@ def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkey
     tried = record["tried"]
     assert set(tried) == {"wavelet", "tv", "lps"}
     assert record["method"] == min(tried, key=lambda m: tried[m]["heldout_blend"])
-    partner = mridip.reconstruct(ks, record["method"], cine.maps, lam="auto").image
+    partner = mridip.reconstruct(ks, record["method"], cine.maps, lam="auto", **PARTNER).image
     w = record["weight"]
     assert torch.allclose(rec.image, (1 - w) * g + w * partner, atol=1e-6)
 
@@ -429,7 +434,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     cine = load(path)
     ks = cine.kspace
     zf = mridip.reconstruct(ks, "zf", cine.maps).image
-    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto").image
+    tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto", **PARTNER).image
     g = 0.5 * (zf + tv)
     seen = {}
     calls = []
@@ -451,7 +456,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     blind = {"dip": g}
     fit_w, held_w = seen["split"]
     for m in BLEND_METHODS:
-        cs = mridip.reconstruct(ks, m, cine.maps, lam="auto")
+        cs = mridip.reconstruct(ks, m, cine.maps, lam="auto", **PARTNER)
         full[m] = cs.image
         lam = record["tried"][m]["lam"]
         assert lam == pytest.approx(cs.config["lam"])
@@ -509,3 +514,49 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     # a given weight is kept as given: no stacking
     fixed = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto", blend_weight=1.0)
     assert fixed.config["blend"]["method"] in BLEND_METHODS
+
+
+def test_blend_partners_choose_lam_by_single_samples_on_radial_data(tmp_path, monkeypatch):
+    """A blend's CS partner chooses λ holding out single samples of radial data (the rule the
+    blends were measured with, ``methods._partner_holdout_unit``), while ``lps`` alone holds
+    out whole spokes; a caller's reconstruction is reused as a partner only when it was
+    chosen the partners' way (``tv`` alone is). Cartesian partners hold out lines, as the
+    methods do."""
+    from mridip import lam, methods
+
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    scan = load(path)
+    ks, maps = scan.kspace, scan.maps
+    units = []
+    real = lam.choose_lam
+
+    def spy(*a, **k):
+        choice = real(*a, **k)
+        units.append(choice.holdout_unit)
+        return choice
+
+    monkeypatch.setattr(methods, "choose_lam", spy)
+    alone = mridip.reconstruct(ks, "lps", maps)
+    assert units == ["readout"] and alone.config["lam_choice"]["holdout_unit"] == "readout"
+    cs = methods._cs_partner(ks, maps, "lps", 0, None)
+    assert units[-1] == "sample" and cs.info["lam_choice"]["holdout_unit"] == "sample"
+    assert not cs.reused
+    # the method's own image is not what the blend would compute: solved again, not reused
+    assert methods._partner({"lps": alone}, "lps", ks, 0) is None
+    lam_choice = {**alone.config["lam_choice"], "holdout_unit": "sample"}
+    sampled = dataclasses.replace(alone, config={**alone.config, "lam_choice": lam_choice})
+    assert methods._partner({"lps": sampled}, "lps", ks, 0) is sampled
+    asked = mridip.reconstruct(ks, "lps", maps, lam_holdout_unit="sample")  # from Python
+    assert asked.config["lam_choice"]["holdout_unit"] == "sample"
+    assert methods._partner({"lps": asked}, "lps", ks, 0) is asked
+    tv = mridip.reconstruct(ks, "tv", maps, iters=5)
+    assert tv.config["lam_choice"]["holdout_unit"] == "sample"  # tv: radial samples anyway
+    cart_path = tmp_path / "cart.h5"
+    cart_cfg = SimulationConfig(
+        trajectory="cartesian", matrix=24, frames=4, coils=3, acceleration=3
+    )
+    write_simulation(cart_path, simulate(cart_cfg))
+    cart = load(cart_path)
+    assert methods._partner_holdout_unit(cart.kspace) == "readout"
+    assert methods._partner_holdout_unit(ks) == "sample"

@@ -68,6 +68,35 @@ def test_variable_density_mask():
     assert torch.equal(m, again)
 
 
+def test_holdout_never_draws_nothing():
+    """A small scan can draw no held-out unit at all (24 measured lines at 15%: this seed);
+    then the unit with the smallest draw is held out, a whole line, so that a held-out
+    residual is defined. Radial single samples alike; a split that drew something is kept."""
+    from mridip.kspace import DynamicKSpace
+
+    mask = sampling.variable_density_mask((24, 24), 4, acceleration=4, seed=0)
+    cart = DynamicKSpace(
+        data=torch.ones(4, 3, 24, 24, dtype=torch.complex64) * mask[:, None],
+        matrix=(24, 24),
+        mask=mask,
+    )
+    drawn = torch.rand((4, 24, 1), generator=torch.Generator().manual_seed(1))
+    assert not bool(((drawn < 0.15) & mask[:, :, :1]).any())  # this seed draws nothing
+    fit_w, held_w = sampling.holdout_weights(
+        cart, 0.15, torch.Generator().manual_seed(1), "readout"
+    )
+    lines = held_w.amax(dim=2)  # (T, Ny)
+    assert int(lines.sum()) == 1 and torch.equal(held_w, lines[:, :, None] * mask)
+    t, y = (int(i) for i in lines.nonzero()[0])
+    assert bool(mask[t, y].all())  # a measured line, the smallest draw among them
+    assert float(drawn[t, y, 0]) == float(drawn.masked_fill(~mask[:, :, :1], 2).min())
+    assert torch.equal(fit_w + held_w, torch.ones_like(held_w))
+    # a split that drew something is not touched
+    _, many = sampling.holdout_weights(cart, 0.4, torch.Generator().manual_seed(1), "readout")
+    expect = (torch.rand((4, 24, 1), generator=torch.Generator().manual_seed(1)) < 0.4) & mask
+    assert torch.equal(many.bool(), expect)
+
+
 def test_cartesian_density_weights_are_the_inverse_sampling_density():
     """Exactly 1/p without the box: a line every frame measures gets 1, one measured in one
     frame of four gets 4, a line no frame measures the cap T; with the box, a variable-density
