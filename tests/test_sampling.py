@@ -71,7 +71,7 @@ def test_variable_density_mask():
 def test_holdout_never_draws_nothing():
     """A small scan can draw no held-out unit at all (24 measured lines at 15%: this seed);
     then the unit with the smallest draw is held out, a whole line, so that a held-out
-    residual is defined. Radial single samples alike; a split that drew something is kept."""
+    residual is defined (non-Cartesian units alike). A split that drew something is kept."""
     from mridip.kspace import DynamicKSpace
 
     mask = sampling.variable_density_mask((24, 24), 4, acceleration=4, seed=0)
