@@ -480,7 +480,11 @@ def readouts_divisible(kspace: DynamicKSpace) -> bool:
 
 
 def holdout_weights(
-    kspace: DynamicKSpace, fraction: float, generator: torch.Generator, unit: str = "sample"
+    kspace: DynamicKSpace,
+    fraction: float,
+    generator: torch.Generator,
+    unit: str = "sample",
+    spare_centre: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Split the measured samples at random into fitted and held-out ones, as 0/1 weights.
 
@@ -503,6 +507,12 @@ def holdout_weights(
         the two beside it, whatever the image between the readouts. Non-Cartesian data whose
         sample count per frame is not a multiple of ``meta["readout_samples"]`` fall back to
         samples.
+    spare_centre
+        Cartesian data: never hold out a location that every frame measures (a
+        variable-density pattern's centre lines). Held out in one frame, such a line asks the
+        method to predict that frame's brightest data from the other frames, and its residual
+        outweighs every other held-out line's (:func:`mridip.lam.choose_lam`). A mask that
+        is the same in every frame is split as without it.
 
     Returns
     -------
@@ -522,6 +532,10 @@ def holdout_weights(
         shape = (t, ny, 1) if unit == "readout" else (t, ny, nx)  # rows are readouts
         u = torch.rand(shape, generator=generator).to(kspace.device).expand(t, ny, nx)
         measured = kspace.mask
+        if spare_centre:
+            spared = measured & ~kspace.mask.all(dim=0)[None]
+            if bool(spared.any()):  # a mask the same in every frame has no centre to spare
+                measured = spared
     else:
         t, _, k = kspace.data.shape
         if unit == "readout" and readouts_divisible(kspace):

@@ -228,14 +228,14 @@ def test_cv_choice_holds_out_whole_readouts(tmp_path, monkeypatch, cine):
     seen = []
     real = lam_module.holdout_weights
 
-    def spy(kspace, fraction, generator, unit="sample"):
-        split = real(kspace, fraction, generator, unit=unit)
-        seen.append((fraction, unit, split))
+    def spy(kspace, fraction, generator, unit="sample", spare_centre=False):
+        split = real(kspace, fraction, generator, unit=unit, spare_centre=spare_centre)
+        seen.append((fraction, unit, split, spare_centre))
         return split
 
     monkeypatch.setattr(lam_module, "holdout_weights", spy)
     choice = choose_lam(ks, maps, "lps", iters=5)
-    fraction, unit, (fit_w, held_w) = seen[-1]
+    fraction, unit, (fit_w, held_w), spared = seen[-1]
     assert (fraction, unit) == (0.2, "readout")
     assert (choice.holdout, choice.holdout_unit) == (0.2, "readout")
     assert choice.record()["holdout_unit"] == "readout"
@@ -243,6 +243,12 @@ def test_cv_choice_holds_out_whole_readouts(tmp_path, monkeypatch, cine):
     held_lines = held_w.amax(dim=2)  # (T, Ny)
     assert torch.equal(held_w, held_lines[:, :, None] * ks.mask.to(held_w.dtype))
     assert 0 < int(held_lines.sum()) < int(ks.mask.amax(dim=2).sum())
+    # lps spares the lines every frame measures (the centre); tv holds them out like the rest
+    always = ks.mask.all(dim=0)[:, 0]
+    assert spared and choice.record()["spare_centre"] and bool(always.any())
+    assert not held_lines[:, always].any()
+    tv_cart = choose_lam(ks, maps, "tv", iters=5)
+    assert not seen[-1][3] and "spare_centre" not in tv_cart.record()
     # the same choice when asked for explicitly; single samples when asked
     again = choose_lam(ks, maps, "lps", iters=5, holdout_unit="readout", holdout=0.2)
     assert again.lam == choice.lam
@@ -251,7 +257,7 @@ def test_cv_choice_holds_out_whole_readouts(tmp_path, monkeypatch, cine):
     # radial: whole spokes (the simulator's 2×-oversampled readouts of 64 samples)
     radial = choose_lam(cine.kspace, cine.maps, "lps", iters=5)
     assert (radial.holdout, radial.holdout_unit) == (0.2, "readout")
-    fraction, unit, (fit_w, held_w) = seen[-1]
+    fraction, unit, (fit_w, held_w), spared = seen[-1]
     assert (fraction, unit) == (0.2, "readout")
     ro = int(cine.kspace.meta["readout_samples"])
     assert ro == 64 and held_w.shape[-1] % ro == 0

@@ -97,6 +97,30 @@ def test_holdout_never_draws_nothing():
     assert torch.equal(many.bool(), expect)
 
 
+def test_holdout_can_spare_the_lines_every_frame_measures():
+    """``spare_centre``: a variable-density pattern's centre lines (measured in every frame)
+    are never held out, the other lines as before; a mask that is the same in every frame is
+    split as without it (else nothing could be held out)."""
+    from mridip.kspace import DynamicKSpace
+
+    mask = sampling.variable_density_mask((32, 32), 8, acceleration=4, seed=2)
+    always = mask.all(dim=0)[:, 0]  # (Ny,) the centre lines
+    assert 0 < int(always.sum()) < int(mask[0, :, 0].sum())
+    data = torch.ones(8, 2, 32, 32, dtype=torch.complex64) * mask[:, None]
+    scan = DynamicKSpace(data=data, matrix=(32, 32), mask=mask)
+    gen = torch.Generator
+    _, plain = sampling.holdout_weights(scan, 0.4, gen().manual_seed(0), "readout")
+    _, spared = sampling.holdout_weights(scan, 0.4, gen().manual_seed(0), "readout", True)
+    assert plain[:, always].any()  # without it some centre line is held out (this seed)
+    assert not spared[:, always].any()
+    assert torch.equal(spared[:, ~always], plain[:, ~always])  # the rest: the same draw
+    same = mask[:1].expand(8, -1, -1)  # one pattern for every frame: all of it "always"
+    fixed = DynamicKSpace(data=data * same[:, None], matrix=(32, 32), mask=same.clone())
+    _, a = sampling.holdout_weights(fixed, 0.4, gen().manual_seed(0), "readout")
+    _, b = sampling.holdout_weights(fixed, 0.4, gen().manual_seed(0), "readout", True)
+    assert torch.equal(a, b) and a.any()
+
+
 def test_cartesian_density_weights_are_the_inverse_sampling_density():
     """Exactly 1/p without the box: a line every frame measures gets 1, one measured in one
     frame of four gets 4, a line no frame measures the cap T; with the box, a variable-density
