@@ -16,6 +16,11 @@ data: whole spokes held out" comes from runs such as
     python examples/lam_holdout_units.py --datasets rat --methods wavelet,lps --matrix 192 \\
         --variants readout:0.2
 
+and its Cartesian table (``lps`` sparing the centre lines, ``:spare``) from
+
+    python examples/lam_holdout_units.py --datasets pincat,rat --seeds 0,1,2 --cartesian 8 \\
+        --variants readout:0.2,readout:0.2:spare
+
 (one torch thread each; the 192² rat costs minutes per variant). Compare with the truth-swept
 weights of ``examples/dip_seeds.py``.
 """
@@ -41,23 +46,33 @@ def main() -> None:
     p.add_argument("--methods", default="tv,wavelet,lps")
     p.add_argument("--seeds", default="0")
     p.add_argument("--matrix", type=int, default=None, help="the scan's size (study: 48)")
-    p.add_argument("--variants", default="sample:0.1,readout:0.2", help="unit:fraction,…")
+    p.add_argument("--variants", default="sample:0.1,readout:0.2", help="unit:fraction[:spare],…")
+    p.add_argument("--cartesian", type=float, default=None, help="Cartesian VD lines at R")
     p.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
     a = p.parse_args()
     cells = expand_cells(load_study(STUDY))
-    variants = [(u, float(f)) for u, f in (v.split(":") for v in a.variants.split(","))]
+    variants = [v.split(":") for v in a.variants.split(",")]
     for name in a.datasets.split(","):
         for seed in (int(s) for s in a.seeds.split(",")):
             cell = dict(next(c for c in cells if c["dataset"]["name"] == name), seed=seed)
             if a.matrix:
                 cell["dataset"] = dict(cell["dataset"], matrix=a.matrix)
+            if a.cartesian:
+                cell["sampling"] = dict(cell["sampling"], pattern="cartesian-vd")
+                cell["level"] = {"accelerations": a.cartesian}
             scan = cell_inputs(cell)
             ks, maps = scan.kspace, estimate_maps(scan.kspace)
             for method in a.methods.split(","):
-                for unit, fraction in variants:
+                for unit, fraction, *spare in variants:
                     t0 = time.perf_counter()
                     choice = choose_lam(
-                        ks, maps, method, seed=seed, holdout_unit=unit, holdout=fraction
+                        ks,
+                        maps,
+                        method,
+                        seed=seed,
+                        holdout_unit=unit,
+                        holdout=float(fraction),
+                        spare_centre=spare == ["spare"],
                     )
                     kw = {} if choice.iters is None else {"iters": choice.iters}
                     image = solve(method, ks, maps, choice.lam, seed=seed, **kw).image
@@ -67,7 +82,7 @@ def main() -> None:
                         "matrix": ks.matrix[0],
                         "method": method,
                         "seed": seed,
-                        "holdout": f"{unit}:{fraction:g}",
+                        "holdout": ":".join([unit, fraction, *spare]),
                         "lam": round(choice.lam, 4),
                         "iters": choice.iters,
                         "psnr": round(q["psnr"], 2),
