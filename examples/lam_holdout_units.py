@@ -16,7 +16,8 @@ data: whole spokes held out" comes from runs such as
     python examples/lam_holdout_units.py --datasets rat --methods wavelet,lps --matrix 192 \\
         --variants readout:0.2
 
-and its Cartesian table (``lps`` sparing the centre lines, ``:spare``) from
+and its Cartesian table from (``:spare`` spares the centre lines; without it nothing is
+spared, whatever the method's default)
 
     python examples/lam_holdout_units.py --datasets pincat,rat --seeds 0,1,2 --cartesian 8 \\
         --variants readout:0.2,readout:0.2:spare
