@@ -211,6 +211,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "frames_per_step": a.frames_per_step,
         "holdout": a.holdout,
         "holdout_unit": a.holdout_unit,
+        "holdout_spare_centre": a.holdout_spare_centre,
         "patience": a.patience,
         "latent": a.latent,
         "admm_iters": a.admm,
@@ -692,6 +693,13 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["sample", "readout"],
             default=None,
             help="hold out single samples or whole readouts (spokes, lines; lrdip's default)",
+        )
+        g.add_argument(
+            "--holdout-spare-centre",
+            action="store_true",
+            default=None,
+            help="Cartesian data: never hold out a line every frame measures (off: measured in "
+            "docs/reconstructor.md)",
         )
         g.add_argument(
             "--patience", type=int, default=None, help="steps without improvement to stop"

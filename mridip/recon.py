@@ -79,6 +79,10 @@ class FitConfig:
     holdout_unit
         What is held out: single samples (``"sample"``) or whole readouts (``"readout"``:
         radial spokes, Cartesian lines; :func:`mridip.sampling.holdout_weights`).
+    holdout_spare_centre
+        Cartesian data: never hold out a line that every frame measures (a variable-density
+        pattern's centre). The returned image never has to predict those lines, and held out
+        they outweigh every other held-out line in the stopping rule and the blend's judge.
     eval_every, patience
         Held-out residual every ``eval_every`` steps; stop ``patience`` steps after the best.
     min_steps
@@ -162,6 +166,7 @@ class FitConfig:
     density_weighted: bool = True
     holdout: float = 0.05
     holdout_unit: str = "sample"
+    holdout_spare_centre: bool = False
     eval_every: int = 20
     patience: int = 300
     min_steps: int = 200
@@ -335,7 +340,11 @@ class Reconstructor:
         self._wavelet = Wavelet2D(3, "db2")
         self._shift_rng = torch.Generator().manual_seed(self.config.seed + 3)
         split = holdout_weights(
-            self.kspace, self.config.holdout, self._rng, self.config.holdout_unit
+            self.kspace,
+            self.config.holdout,
+            self._rng,
+            self.config.holdout_unit,
+            spare_centre=self.config.holdout_spare_centre,
         )
         y = self.kspace.data / self.scale
         dcf = None

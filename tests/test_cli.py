@@ -270,12 +270,16 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     assert not (tmp_path / "o").exists()
     a = build_parser().parse_args(
         [*args[:6], "--lr-schedule", "plateau", "--rank", "3", "--holdout-unit", "readout"]
+        + ["--holdout-spare-centre"]
     )
-    assert {k: _method_options(a)[k] for k in ("lr_schedule", "rank", "holdout_unit")} == {
+    keys = ("lr_schedule", "rank", "holdout_unit", "holdout_spare_centre")
+    assert {k: _method_options(a)[k] for k in keys} == {
         "lr_schedule": "plateau",
         "rank": 3,
         "holdout_unit": "readout",
+        "holdout_spare_centre": True,
     }
+    assert _method_options(build_parser().parse_args(args[:6])).get("holdout_spare_centre") is None
     code, _, err = run(
         ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys
     )

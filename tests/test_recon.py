@@ -68,6 +68,28 @@ def test_holdout_by_readout_takes_whole_spokes_and_lines(tiny, tmp_path):
         FitConfig(holdout_unit="frame").check()
 
 
+def test_fit_can_spare_the_lines_every_frame_measures(tmp_path):
+    """``holdout_spare_centre``: on a variable-density Cartesian scan the fit's held-out lines
+    (its stopping rule, the blend's judge) never include a line every frame measures; the
+    other held-out lines are the same draw; off, this seed holds some centre line out."""
+    path = tmp_path / "vd.h5"
+    cfg = SimulationConfig(trajectory="cartesian", matrix=32, frames=8, coils=3, acceleration=4)
+    write_simulation(path, simulate(cfg))
+    scan = load(path)
+    mask = scan.kspace.mask
+    always = mask.all(dim=0)  # (Ny, Nx): the centre lines
+    assert bool(always.any()) and not bool(always.all())
+
+    def held(spare):
+        rec = _fit(scan, holdout=0.4, holdout_unit="readout", holdout_spare_centre=spare)
+        return rec.split[1].bool()
+
+    plain, spared = held(False), held(True)
+    assert (plain & always).any()
+    assert not (spared & always).any() and spared.any()
+    assert torch.equal(spared, plain & ~always)
+
+
 def test_frame_subsets_visit_every_frame_each_epoch(tiny):
     rec = _fit(tiny, frames_per_step=3)
     for _ in range(3):  # 4 frames in batches of 3: one batch of 3, one of 1, per epoch
