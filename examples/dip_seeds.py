@@ -65,6 +65,12 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=None, help="scan matrix (default: study's)")
     ap.add_argument("--frames", type=int, default=None, help="frames (default: study's)")
     ap.add_argument("--trace", action="store_true", help="generator PSNR every 100 steps")
+    ap.add_argument(
+        "--more-lams",
+        default="",
+        metavar="L1,L2",
+        help="weights added to every CS method's grid (where the study's largest still wins)",
+    )
     acq = ap.add_mutually_exclusive_group()
     acq.add_argument("--spokes", type=int, default=None, help="radial spokes per frame (13)")
     acq.add_argument(
@@ -85,6 +91,12 @@ def main() -> None:
         ap.error(f"--options is not JSON: {exc}")
     if not isinstance(extra, dict):
         ap.error(f"--options must be a JSON object, got {a.options!r}")
+    try:
+        more = [float(x) for x in a.more_lams.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--more-lams must be numbers separated by commas, got {a.more_lams!r}")
+    if any(not x > 0 for x in more):
+        ap.error(f"--more-lams must be positive, got {a.more_lams!r}")
     if a.spokes is not None and a.spokes < 1:
         ap.error(f"--spokes must be ≥ 1, got {a.spokes}")
     if a.cartesian is not None and not a.cartesian > 1:
@@ -111,6 +123,8 @@ def main() -> None:
             m = c["method"]
             if m["method"] in CS and "lam" in m["options"]:
                 grids[m["method"]].append(float(m["options"]["lam"]))
+        for m in CS:
+            grids[m] = sorted(set(grids[m]) | set(more))
         dip = next(c for c in mine if c["method"]["label"] == "lrdip")
         for seed in (int(s) for s in a.seeds.split(",")):
             cell = dict(dip, seed=seed)
