@@ -20,9 +20,11 @@ CS rows are the same as lrdip's: the scans do not depend on the method). ``--mat
 ``--frames`` change the scan's size, ``--spokes`` the spokes per frame and ``--cartesian R``
 replaces the spokes by Cartesian variable-density lines at acceleration R; ``--trace`` adds
 the generator image's PSNR and the elapsed seconds every 100 steps (the time to pass a CS
-image); ``--options`` adds DIP options as JSON (the stopping-margin rows of
-docs/reconstructor.md: ``--options '{"stop_margin": 0}'``, the graph preset's row there:
-``--dip mridip --options '{"stop_margin": 0.01}'``). The 96² × 16 rows:
+image; also printed as the fit goes); ``--no-dip`` runs only the CS methods, so that a long
+fit (``--no-cs``) and its CS grid can run in two processes; ``--options`` adds DIP options
+as JSON (the stopping-margin rows of docs/reconstructor.md: ``--options '{"stop_margin":
+0}'``, the graph preset's row there: ``--dip mridip --options '{"stop_margin": 0.01}'``).
+The 96² × 16 rows:
 
     python examples/dip_seeds.py --datasets pincat --seeds 0 --matrix 96 --frames 16 \
         --dip lrdip --trace --cs-auto --out out/seeds_96.json
@@ -60,7 +62,11 @@ def main() -> None:
     ap.add_argument("--datasets", default="rat,pincat,cine-textured,perfusion")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--dip", default="lrdip", help="DIP preset (default lrdip)")
-    ap.add_argument("--no-cs", action="store_true", help="the DIP preset only")
+    skip = ap.add_mutually_exclusive_group()
+    skip.add_argument("--no-cs", action="store_true", help="the DIP preset only")
+    skip.add_argument(
+        "--no-dip", action="store_true", help="the CS methods only (run the DIP in another process)"
+    )
     ap.add_argument("--cs-auto", action="store_true", help="CS at --lam auto only, no grid")
     ap.add_argument("--matrix", type=int, default=None, help="scan matrix (default: study's)")
     ap.add_argument("--frames", type=int, default=None, help="frames (default: study's)")
@@ -138,18 +144,24 @@ def main() -> None:
             inp = cell_inputs(cell)
             maps = estimate_maps(inp.kspace)
 
-            if (ds, seed, a.dip, "None") not in done:
+            if (ds, seed, a.dip, "None") not in done and not a.no_dip:
                 t0 = time.perf_counter()
                 opts = {**dip["method"]["options"], "progress": False, **extra}
                 trace: list[tuple[int, float, float]] = []
                 if a.trace:
 
                     def monitor(
-                        step: int, image: Any, t0: float = t0, inp: Any = inp, trace: Any = trace
+                        step: int,
+                        image: Any,
+                        t0: float = t0,
+                        inp: Any = inp,
+                        trace: Any = trace,
+                        where: str = f"{ds} seed {seed}",
                     ) -> None:
                         if step % 100 == 0:
                             psnr = quality(image.detach().cpu(), inp)["psnr"]
                             trace.append((step, round(time.perf_counter() - t0, 1), psnr))
+                            print(f"{where} step {step}: {psnr:.2f} dB", flush=True)
 
                     opts["monitor"] = monitor
                 rec = reconstruct(inp.kspace, a.dip, maps, seed=seed, **opts)

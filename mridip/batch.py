@@ -591,7 +591,7 @@ def run_batch(
         without ``gpus_per_task``, a task larger than the cluster, Ray missing or unreachable.
     """
     from mridip import __version__
-    from mridip.methods import METHODS
+    from mridip.methods import METHODS, check_method_options
 
     t0 = time.perf_counter()
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -604,6 +604,7 @@ def run_batch(
         raise ConfigError(f"no such raw file: {missing[0]}{more}")
     if config.method not in METHODS:
         raise ConfigError(f"unknown method {config.method!r}; available: {', '.join(METHODS)}")
+    check_method_options(config.method, config.options)  # before any task starts
     if config.device.startswith("cuda") and gpus_per_task <= 0:  # Ray hides GPUs from the task
         raise ConfigError("--device cuda needs --gpus-per-task (a GPU share per task)")
     out = Path(out)

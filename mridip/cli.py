@@ -199,6 +199,19 @@ def _lam_sweep(a: argparse.Namespace, kspace: Any, maps: Any, reference: Any) ->
     return float(rows[best]["lam"])
 
 
+#: Options whose flag is not ``--`` and the option's name with dashes.
+_OPTION_FLAGS = {
+    "admm_iters": "--admm",
+    "warm_start_steps": "--warm-start",
+    "checkpoint": "--checkpoint-every/--resume",
+}
+
+
+def _flag(option: str) -> str:
+    """The command-line flag that sets a method option (for error messages)."""
+    return _OPTION_FLAGS.get(option, "--" + option.replace("_", "-"))
+
+
 def _method_options(a: argparse.Namespace) -> dict[str, Any]:
     """The method's keyword options from the flags that ``recon`` and ``batch`` share."""
     options: dict[str, Any] = {}
@@ -238,10 +251,15 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_recon(a: argparse.Namespace) -> int:
+    from mridip.methods import check_method_options
     from mridip.metrics import evaluate
     from mridip.pipeline import prepare_slice, reconstruct_slice
 
     t0 = time.perf_counter()
+    asked = _method_options(a)  # refused before the data are read
+    if a.resume is not None or a.checkpoint_every:
+        asked["checkpoint"] = True
+    check_method_options(a.method, asked, _flag)
     prep = prepare_slice(
         a.raw,
         group=a.group,
@@ -293,6 +311,9 @@ def cmd_recon(a: argparse.Namespace) -> int:
 
 def cmd_batch(a: argparse.Namespace) -> int:
     from mridip.batch import BatchConfig, run_batch
+    from mridip.methods import check_method_options
+
+    check_method_options(a.method, _method_options(a), _flag)
 
     raws = list(a.raw)
     if a.list is not None:

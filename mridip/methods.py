@@ -117,6 +117,19 @@ register(
 
 
 # -- compressed sensing (mridip/baselines.py, mridip/bart.py; docs/baselines.md) ------------------
+#: The options each baseline passes on to its solver, besides ``lam`` (:data:`LAM_OPTIONS`):
+#: :func:`method_options` and the check in :func:`reconstruct` read this table, so an option
+#: a method would not use is refused, not ignored.
+CS_OPTIONS: dict[str, tuple[str, ...]] = {
+    "zf": (),
+    "cgsense": ("density_weighted",),
+    "tv": ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted"),
+    "wavelet": ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted"),
+    "lps": ("lam_lowrank", "density_weighted"),
+    "bart": ("lam_spatial", "lam_wavelet", "cg_iters", "rho", "gpu"),
+}
+
+
 def _cs_kwargs(opts: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     """The method's own options that were given (None means: the method's default)."""
     kw = {k: opts[k] for k in names if opts.get(k) is not None}
@@ -158,22 +171,19 @@ def _cs_output(r: Any, choice: dict[str, Any]) -> MethodOutput:
 
 
 def _run_tv(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    names = ("lam_spatial", "cg_iters", "rho", "circular", "density_weighted")
-    kw = _cs_kwargs(opts, names)
+    kw = _cs_kwargs(opts, CS_OPTIONS["tv"])
     choice = _auto_lam("tv", kspace, maps, opts, kw)
     return _cs_output(total_variation(kspace, maps, **kw), choice)
 
 
 def _run_wavelet(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    names = ("levels", "wavelet", "temporal_fourier", "cycle_spinning", "density_weighted")
-    kw = _cs_kwargs(opts, names)
+    kw = _cs_kwargs(opts, CS_OPTIONS["wavelet"])
     choice = _auto_lam("wavelet", kspace, maps, opts, kw)
     return _cs_output(wavelet_fourier(kspace, maps, **kw), choice)
 
 
 def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
-    names = ("lam_lowrank", "density_weighted")
-    kw = _cs_kwargs(opts, names)
+    kw = _cs_kwargs(opts, CS_OPTIONS["lps"])
     choice = _auto_lam("lps", kspace, maps, opts, kw)
     return _cs_output(low_rank_plus_sparse(kspace, maps, **kw), choice)
 
@@ -181,8 +191,7 @@ def _run_lps(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) ->
 def _run_bart(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
     from mridip.bart import bart_tv
 
-    names = ("lam_spatial", "lam_wavelet", "cg_iters", "rho", "gpu")
-    kw = _cs_kwargs(opts, names)
+    kw = _cs_kwargs(opts, CS_OPTIONS["bart"])
     choice = _auto_lam("bart", kspace, maps, opts, kw)
     kw.pop("seed")
     return _cs_output(bart_tv(kspace, maps, **kw), choice)
@@ -288,6 +297,7 @@ def reconstruct(
     if iters is not None and iters < 1:
         raise ConfigError(f"--iters must be ≥ 1, got {iters}")
     spec = METHODS[method]
+    check_method_options(method, options)
     dev = resolve_device(device)
     torch.manual_seed(seed)
     ks = kspace.to(dev)
@@ -323,6 +333,63 @@ def reconstruct(
         geometry=kspace.geometry,
         options=dict(options, iters=iters),
     )
+
+
+#: Options every method takes: how it reports progress (the command line sets it for all).
+RUNTIME_OPTIONS = frozenset({"progress"})
+#: Options a DIP method takes besides its fit, generator and blend options: checkpoints, the
+#: step monitor of ``mridip bench`` and the CS images its blend may reuse.
+DIP_RUNTIME_OPTIONS = frozenset(
+    {"monitor", "checkpoint", "checkpoint_every", "resume", "blend_partners"}
+)
+#: How a CS method's λ is chosen when ``lam`` is ``"auto"`` (:func:`_auto_lam`).
+LAM_OPTIONS = frozenset({"lam", "lam_rule", "lam_holdout_unit"})
+
+
+def method_options(method: str) -> frozenset[str] | None:
+    """The option names the registered method reads (None: a method registered elsewhere,
+    whose options are not known here). Runtime options (:data:`RUNTIME_OPTIONS`,
+    :data:`DIP_RUNTIME_OPTIONS`) are not included: a study cannot set them."""
+    spec = METHODS[method]
+    if spec.family == "dip":
+        fit = set(FitConfig.__dataclass_fields__) - {"seed", "max_steps"}
+        return frozenset(fit | set(FIT_OPTIONS) | set(GENERATOR_OPTIONS) | set(BLEND_OPTIONS))
+    if method not in CS_OPTIONS:
+        return None
+    lam = LAM_OPTIONS if method != "zf" else frozenset()
+    return frozenset(CS_OPTIONS[method]) | lam
+
+
+def check_method_options(
+    method: str, options: Mapping[str, Any], label: Callable[[str], str] = repr
+) -> None:
+    """Refuse an option the method would ignore (a DIP flag given to ``tv``, a CS weight given
+    to a DIP method): one :class:`ConfigError` naming the option (as ``label`` writes it: the
+    command line names its flag) and whose option it is, or the method's own."""
+    if method not in METHODS:
+        return  # reconstruct() names the unknown method
+    known = method_options(method)
+    if known is None:
+        return
+    allowed = known | RUNTIME_OPTIONS
+    if METHODS[method].family == "dip":
+        allowed |= DIP_RUNTIME_OPTIONS
+    for key, value in options.items():
+        if key in allowed or value is None:
+            continue
+        others = [
+            m
+            for m, spec in METHODS.items()
+            if key in (method_options(m) or ())
+            or (spec.family == "dip" and key in DIP_RUNTIME_OPTIONS)
+        ]
+        if others:  # a flag of the other family: say whose it is
+            raise ConfigError(
+                f"method {method!r} has no option {label(key)}: it is an option of "
+                f"{', '.join(others)}"
+            )
+        own = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"method {method!r} has no option {label(key)}; its options are: {own}")
 
 
 # -- deep image prior methods ---------------------------------------------------------------------

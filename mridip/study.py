@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from mridip import batch, phantoms, sampling
 from mridip.errors import ConfigError, MridipError
 from mridip.io.atomic import atomic_path
 from mridip.kspace import DynamicKSpace
-from mridip.methods import BLEND_OPTIONS, FIT_OPTIONS, GENERATOR_OPTIONS, METHODS, reconstruct
+from mridip.methods import METHODS, method_options, reconstruct
 from mridip.metrics import evaluate
 from mridip.operators.cartesian import fft2c, ifft2c
 
@@ -257,33 +257,9 @@ def _check_table(table: Any, schema: dict[str, tuple[str, Any]], where: str) -> 
 
 
 def _method_option_names(method: str) -> set[str] | None:
-    """Options a method accepts (None: not known here, anything goes)."""
-    spec = METHODS[method]
-    if spec.family == "dip":
-        from mridip.recon import FitConfig
-
-        fit = {f.name for f in fields(FitConfig)} - {"seed", "max_steps"}
-        return fit | set(FIT_OPTIONS) | set(GENERATOR_OPTIONS) | set(BLEND_OPTIONS) | {"iters"}
-    import inspect
-
-    from mridip import baselines
-
-    functions: dict[str, Callable[..., Any]] = {
-        "cgsense": baselines.cg_sense,
-        "tv": baselines.total_variation,
-        "wavelet": baselines.wavelet_fourier,
-        "lps": baselines.low_rank_plus_sparse,
-    }
-    if method == "zf":
-        return {"iters"}
-    if method == "bart":
-        from mridip.bart import bart_tv
-
-        functions["bart"] = bart_tv
-    if method not in functions:
-        return None
-    params = set(inspect.signature(functions[method]).parameters) - {"kspace", "maps", "seed"}
-    return params | {"iters"}
+    """Options a method accepts in a study (None: not known here, anything goes)."""
+    known = method_options(method)
+    return None if known is None else set(known) | {"iters"}
 
 
 def _check_options(method: str, options: dict[str, Any], where: str) -> None:

@@ -85,6 +85,7 @@ def test_usage_errors_exit_2_one_line(tmp_path, capsys, scans):
         ([scans[0], "--method", "nosuch"], "unknown method"),
         ([scans[0], "--device", "cuda"], "--gpus-per-task"),
         (["--list", tmp_path / "absent.txt"], "--list"),
+        ([scans[0], "--method", "tv", "--ema", "0.9"], "no option --ema"),  # a DIP flag
     ]
     for args, words in cases:
         code, out, err = run(["batch", *args, "-o", tmp_path / "out"], capsys)

@@ -284,6 +284,18 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys
     )
     assert code == 2 and "no option rank" in err and err.count("\n") == 1
+    for method, flags, words in (  # a flag of the other family: refused, not ignored
+        ("tv", ["--holdout-spare-centre"], "no option --holdout-spare-centre: it is an option"),
+        ("wavelet", ["--holdout-unit", "readout"], "no option --holdout-unit"),
+        ("lps", ["--admm", "3"], "no option --admm"),
+        ("tv", ["--checkpoint-every", "5"], "no option --checkpoint-every/--resume"),
+        ("mridip", ["--lam", "0.1"], "no option --lam: it is an option of cgsense"),
+    ):
+        code, _, err = run(
+            ["recon", radial_cine, "-o", tmp_path / "o", "--method", method, *flags], capsys
+        )
+        assert code == 2 and words in err and err.count("\n") == 1, (method, err)
+        assert not (tmp_path / "o").exists()
     a = build_parser().parse_args([*args[:6], "--blend", "auto", "--blend-weight", "auto"])
     assert {k: _method_options(a)[k] for k in ("blend", "blend_weight")} == {
         "blend": "auto",

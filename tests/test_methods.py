@@ -70,6 +70,32 @@ def test_reconstruct_rejects_bad_choices(cine):
             mridip.reconstruct(cine.kspace, "zf", device="cuda")
 
 
+def test_an_option_the_method_would_ignore_is_refused(cine):
+    """A CS method given a DIP option (or the reverse) used to run without it; now the call
+    is refused before any work, naming the option and the methods that take it."""
+    from mridip.methods import CS_OPTIONS, METHODS, method_options
+
+    cases = [
+        ("tv", {"holdout_spare_centre": True}, "it is an option of dip, tddip, gip, mridip"),
+        ("lps", {"ema": 0.9}, "'ema'"),
+        ("zf", {"lam": 0.1}, "it is an option of cgsense, tv, wavelet, lps"),
+        ("cgsense", {"relaxation": 1.5}, "its options are: density_weighted, lam"),
+        ("mridip", {"lam": 0.1}, "has no option 'lam'"),
+        ("lrdip", {"lam_spatial": 0.1}, "it is an option of tv, bart"),
+    ]
+    for method, opts, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            mridip.reconstruct(cine.kspace, method, cine.maps, iters=1, **opts)
+    # the table names only what each baseline passes on; every DIP fit option is one
+    for name, own in CS_OPTIONS.items():
+        assert set(own) <= method_options(name)
+    assert {"holdout_spare_centre", "tv_weight", "rank", "blend"} <= method_options("mridip")
+    assert all(method_options(m) is not None for m in METHODS)
+    # options a method reads still pass, and None means "not given" for any method
+    rec = mridip.reconstruct(cine.kspace, "tv", cine.maps, iters=1, lam=0.01, rho=1.0, ema=None)
+    assert rec.config["lam"] == 0.01
+
+
 @pytest.mark.cuda
 def test_cgsense_on_cuda_matches_cpu(cine):
     cpu = mridip.reconstruct(cine.kspace, "cgsense", cine.maps, iters=5)
