@@ -327,6 +327,9 @@ BAD = [
         "dataset[0].breathing: between 0 and 0.2, for the cine phantom only",
     ),
     ("[[method]]\nmethod = 'tv'\noptions = { lamda = 1 }\n", "method[0].options.lamda"),
+    # a solver argument the method never passes on, and a DIP lever on a CS method
+    ("[[method]]\nmethod = 'tv'\noptions = { relaxation = 1.5 }\n", "options.relaxation"),
+    ("[[method]]\nmethod = 'lps'\noptions = { ema = 0.9 }\n", "method[0].options.ema"),
     ("[[sampling]]\nname = 's'\npattern = 'radial'\naccelerations = [2]\n", "sampling[0].pattern"),
     (
         "[[sampling]]\nname = 's'\npattern = 'vista'\naccelerations = [2]\ndatasets = ['nope']\n",
@@ -360,6 +363,21 @@ def test_malformed_study_is_one_line_exit_2_nothing_written(tmp_path, capsys, ch
     assert err.count("\n") == 1 and err.startswith("mridip: error: ") and message in err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_study_options_are_those_reconstruct_takes():
+    """The study's option check and mridip.reconstruct's share one list
+    (mridip.methods.method_options): λ's rule passes for a CS method, a DIP lever for a DIP."""
+    doc = {
+        "dataset": [{"name": "c", "kind": "phantom", "matrix": 32, "frames": 2}],
+        "sampling": [{"name": "vd", "pattern": "vista", "accelerations": [2]}],
+        "method": [
+            {"method": "tv", "options": {"lam_rule": "discrepancy", "lam_holdout_unit": "sample"}},
+            {"method": "mridip", "options": {"holdout_spare_centre": True, "tv_weight": 0.1}},
+        ],
+    }
+    parsed = study.parse_study(doc)
+    assert [m["options"] for m in parsed.methods] == [m["options"] for m in doc["method"]]
 
 
 def test_parse_study_rejects_raw_with_radial(tmp_path):
