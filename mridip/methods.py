@@ -288,7 +288,8 @@ def reconstruct(
     Raises
     ------
     ConfigError
-        Unknown method, CUDA asked for but absent, bad option values.
+        Unknown method, CUDA asked for but absent, bad option values, an option the method
+        does not take (:func:`method_options`).
     """
     if method not in METHODS:
         known = ", ".join(sorted(METHODS))

@@ -86,7 +86,7 @@ def test_an_option_the_method_would_ignore_is_refused(cine):
     for method, opts, words in cases:
         with pytest.raises(ConfigError, match=words):
             mridip.reconstruct(cine.kspace, method, cine.maps, iters=1, **opts)
-    # the table names only what each baseline passes on; every DIP fit option is one
+    # method_options holds each baseline's own table, and the DIP levers for every preset
     for name, own in CS_OPTIONS.items():
         assert set(own) <= method_options(name)
     assert {"holdout_spare_centre", "tv_weight", "rank", "blend"} <= method_options("mridip")
