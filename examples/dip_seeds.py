@@ -23,7 +23,8 @@ the generator image's PSNR and the elapsed seconds every 100 steps (the time to 
 image; also printed as the fit goes); ``--no-dip`` runs only the CS methods, so that a long
 fit (``--no-cs``) and its CS grid can run in two processes; ``--options`` adds DIP options
 as JSON (the stopping-margin rows of docs/reconstructor.md: ``--options '{"stop_margin":
-0}'``, the graph preset's row there: ``--dip mridip --options '{"stop_margin": 0.01}'``).
+0}'``, the graph preset's row there: ``--dip mridip --options '{"stop_margin": 0.01}'``; two
+fits averaged: ``--dip mridip --options '{"ensemble": 2}'``).
 The 96² × 16 rows:
 
     python examples/dip_seeds.py --datasets pincat --seeds 0 --matrix 96 --frames 16 \

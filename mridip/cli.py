@@ -238,6 +238,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "wavelet_weight": a.wavelet_weight,
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
+        "ensemble": a.ensemble,
         "mask_support": a.mask_support,
         "lr_schedule": a.lr_schedule,
         "rank": a.rank,
@@ -251,7 +252,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_recon(a: argparse.Namespace) -> int:
-    from mridip.methods import check_method_options
+    from mridip.methods import NO_ENSEMBLE_CHECKPOINT, check_method_options
     from mridip.metrics import evaluate
     from mridip.pipeline import prepare_slice, reconstruct_slice
 
@@ -260,6 +261,8 @@ def cmd_recon(a: argparse.Namespace) -> int:
     if a.resume is not None or a.checkpoint_every:
         asked["checkpoint"] = True
     check_method_options(a.method, asked, _flag)
+    if asked.get("checkpoint") and (a.ensemble or 1) > 1:
+        raise ConfigError(NO_ENSEMBLE_CHECKPOINT)
     prep = prepare_slice(
         a.raw,
         group=a.group,
@@ -768,6 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="relative held-out improvement that keeps the fit going",
+        )
+        g.add_argument(
+            "--ensemble",
+            type=int,
+            default=None,
+            metavar="N",
+            help="average N fits from differently seeded generators (default 1; N times the time)",
         )
         g.add_argument(
             "--lr-schedule",

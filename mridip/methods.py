@@ -914,6 +914,37 @@ def _stack(
     return out, record
 
 
+#: Seed offset between the generators of an ensemble's fits (``FitConfig.ensemble``).
+ENSEMBLE_SEED_STEP = 1000
+#: The refusal of checkpoints for an ensemble (a checkpoint holds one fit).
+NO_ENSEMBLE_CHECKPOINT = (
+    "an ensemble of fits keeps no checkpoints: use --ensemble 1 with --checkpoint-every"
+)
+
+
+def _ensemble(
+    rec: Reconstructor, res: Any, more: list[tuple[Any, Any]]
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The average of an ensemble's images: the first fit's (``rec``, ``res``) and ``more``,
+    ``(result, blind image)`` of each further fit.
+
+    The fits share their hold-out, so the images they fitted without it average into the
+    ensemble's blind image, which is set on ``rec`` for the blend's judge."""
+    results = [res, *(f for f, _ in more)]
+    blinds = [rec.blind_image, *(b for _, b in more)]
+    image = sum((f.image for f in results[1:]), results[0].image.clone()) / len(results)
+    if all(b is not None for b in blinds):
+        rec.blind_image = sum(blinds[1:], blinds[0].clone()) / len(blinds)  # type: ignore[union-attr]
+    record = {
+        "fits": len(results),
+        "seed_step": ENSEMBLE_SEED_STEP,
+        "steps_run": [f.info["steps_run"] for f in results],
+        "stopped_early": [f.info["stopped_early"] for f in results],
+        "seconds": [round(f.seconds, 1) for f in results],
+    }
+    return image, record
+
+
 def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, Any]], MethodOutput]:
     def run(kspace: DynamicKSpace, maps: torch.Tensor, opts: dict[str, Any]) -> MethodOutput:
         from mridip.models import PRESETS, build_generator  # torch_geometric: only when asked
@@ -928,29 +959,43 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
             fit_kw["max_steps"] = int(opts["iters"])
         config = FitConfig(seed=seed, **fit_kw)
         gen_kw = {k: opts[k] for k in GENERATOR_OPTIONS if opts.get(k) is not None}
+        if config.ensemble > 1 and (opts.get("checkpoint") or opts.get("resume")):
+            raise ConfigError(NO_ENSEMBLE_CHECKPOINT)
         assert kspace.frame_times is not None
-        generator = build_generator(
-            preset,
-            matrix=kspace.matrix,
-            frame_times=kspace.frame_times.to(torch.float32),
-            seed=seed,
-            **gen_kw,
-        )
-        rec = Reconstructor(
-            kspace,
-            maps,
-            generator,
-            config,
-            device=kspace.device,
-            checkpoint=opts.get("checkpoint"),
-            checkpoint_every=int(opts.get("checkpoint_every") or 0),
-            progress=bool(opts.get("progress", True)),
-            monitor=opts.get("monitor"),
-        )
-        res = rec.fit(resume=bool(opts.get("resume", False)))
+        times = kspace.frame_times.to(torch.float32)
+
+        def fit(member: int) -> tuple[Reconstructor, Any, Any]:
+            generator = build_generator(
+                preset,
+                matrix=kspace.matrix,
+                frame_times=times,
+                seed=seed + ENSEMBLE_SEED_STEP * member,
+                **gen_kw,
+            )
+            rec = Reconstructor(
+                kspace,
+                maps,
+                generator,
+                config,
+                device=kspace.device,
+                checkpoint=opts.get("checkpoint"),
+                checkpoint_every=int(opts.get("checkpoint_every") or 0),
+                progress=bool(opts.get("progress", True)),
+                monitor=opts.get("monitor"),
+            )
+            return rec, generator, rec.fit(resume=bool(opts.get("resume", False)))
+
+        rec, generator, res = fit(0)
         info = dict(res.info, parameters=generator.param_count(), preset=preset, **gen_kw)
         info["iters"] = config.max_steps  # the step limit it ran with (presets set their own)
         image = res.image
+        if config.ensemble > 1:
+            more = []
+            for member in range(1, config.ensemble):  # one fit after another: each is batched
+                other, _, found = fit(member)
+                more.append((found, other.blind_image))
+                del other  # its operators and generator are not needed again
+            image, info["ensemble"] = _ensemble(rec, res, more)
         if blend != "none":
             image, info["blend"] = _blend(
                 image,

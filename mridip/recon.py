@@ -149,6 +149,12 @@ class FitConfig:
         fit stops ``patience`` steps after the last evaluation that beat the best residual by
         this fraction (0: any improvement counts). The weights kept are still those of the
         lowest residual.
+    ensemble
+        Number of independent fits whose images are averaged (1: one fit). Read by the DIP
+        methods (:mod:`mridip.methods`), not by one :class:`Reconstructor`: each further fit
+        has the same configuration and hold-out and a generator initialised from another seed;
+        the images after the final step are averaged, and so are the images fitted without
+        the held-out samples that the blend is judged on. Each fit stops by its own rule.
     amp
         bfloat16 autocast of the generator on CUDA (the data term stays in float32).
     channels_last
@@ -189,6 +195,7 @@ class FitConfig:
     lowrank_weight: float = 0.0
     wavelet_weight: float = 0.0
     stop_margin: float = 0.0
+    ensemble: int = 1
     amp: bool = True
     channels_last: bool = False
     seed: int = 0
@@ -218,6 +225,8 @@ class FitConfig:
             )
         if not 0 <= self.ema < 1:
             raise ConfigError(f"ema must be in [0, 1), got {self.ema}")
+        if self.ensemble < 1:
+            raise ConfigError(f"ensemble must be ≥ 1 fits, got {self.ensemble}")
         for name in (
             "code_noise",
             "tv_weight",

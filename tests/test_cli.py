@@ -296,6 +296,18 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         )
         assert code == 2 and words in err and err.count("\n") == 1, (method, err)
         assert not (tmp_path / "o").exists()
+    assert (
+        _method_options(build_parser().parse_args([*args[:6], "--ensemble", "3"]))["ensemble"] == 3
+    )
+    for flags, words in (  # an ensemble of one fit or none; an ensemble cannot checkpoint
+        (["--ensemble", "0"], "ensemble must be ≥ 1"),
+        (["--ensemble", "2", "--checkpoint-every", "5"], "keeps no checkpoints"),
+    ):
+        code, _, err = run(
+            ["recon", radial_cine, "-o", tmp_path / "o", "--method", "lrdip", *flags], capsys
+        )
+        assert code == 2 and words in err and err.count("\n") == 1, (flags, err)
+        assert not (tmp_path / "o").exists()
     a = build_parser().parse_args([*args[:6], "--blend", "auto", "--blend-weight", "auto"])
     assert {k: _method_options(a)[k] for k in ("blend", "blend_weight")} == {
         "blend": "auto",

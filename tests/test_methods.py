@@ -280,6 +280,59 @@ def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
     assert len(calls) == n  # refused before the fit
 
 
+def test_an_ensemble_is_the_average_of_fits_that_share_their_hold_out(tmp_path, monkeypatch):
+    """``ensemble=2``: the image is the average of two fits with the same configuration and
+    hold-out, the second from a generator seeded ``ENSEMBLE_SEED_STEP`` further on, each fitted
+    here by hand; the blend is judged on the average of their blind images; the record lists
+    each fit. ``ensemble=0`` and an ensemble with checkpoints are refused before a fit."""
+    from mridip import methods
+    from mridip.models import PRESETS, build_generator
+    from mridip.recon import FitConfig, Reconstructor
+
+    path = tmp_path / "small.h5"
+    write_simulation(path, simulate(SimulationConfig(matrix=24, frames=4, coils=3, spokes=9)))
+    cine = load(path)
+    ks = cine.kspace
+    judged = []
+    real_blend = methods._blend
+
+    def spy(image, *args, fitted=None, **kw):
+        judged.append(fitted.blind_image.clone())
+        return real_blend(image, *args, fitted=fitted, **kw)
+
+    monkeypatch.setattr(methods, "_blend", spy)
+    kw = {"iters": 6, "min_steps": 1, "progress": False, "blend": "tv", "blend_weight": 0.0}
+    got = mridip.reconstruct(ks, "lrdip", cine.maps, seed=3, ensemble=2, **kw)
+    images, blinds = [], []
+    for member in (0, 1):
+        fit_kw = {**PRESETS["lrdip"].fit_defaults, "max_steps": 6, "min_steps": 1}
+        config = FitConfig(seed=3, ensemble=2, **fit_kw)
+        gen = build_generator(
+            "lrdip",
+            matrix=ks.matrix,
+            frame_times=ks.frame_times.to(torch.float32),
+            seed=3 + methods.ENSEMBLE_SEED_STEP * member,
+        )
+        rec = Reconstructor(ks, cine.maps, gen, config, progress=False)
+        images.append(rec.fit().image)
+        blinds.append(rec.blind_image)
+    assert not torch.allclose(images[0], images[1], atol=1e-4)  # two different fits
+    assert torch.allclose(got.image, (images[0] + images[1]) / 2, atol=1e-6)  # blend weight 0
+    assert torch.allclose(judged[0], (blinds[0] + blinds[1]) / 2, atol=1e-6)
+    record = got.config["ensemble"]
+    assert record["fits"] == 2 and len(record["steps_run"]) == 2 == len(record["seconds"])
+    assert got.config["blend"]["method"] == "tv"
+    one = mridip.reconstruct(ks, "lrdip", cine.maps, seed=3, **kw)
+    assert torch.allclose(one.image, images[0], atol=1e-6) and "ensemble" not in one.config
+    fits = []
+    monkeypatch.setattr(Reconstructor, "fit", lambda self, resume=False: fits.append(1))
+    with pytest.raises(ConfigError, match="ensemble must be"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, ensemble=0, **kw)
+    with pytest.raises(ConfigError, match="keeps no checkpoints"):
+        mridip.reconstruct(ks, "lrdip", cine.maps, ensemble=2, checkpoint=tmp_path / "c.pt", **kw)
+    assert fits == []
+
+
 def _blend_scan(tmp_path):
     """A small radial cine, its ``tv`` image (λ chosen from the scan) and a stand-in generator
     image with the right content and the zero-filled image's streaks."""
