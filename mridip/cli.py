@@ -246,6 +246,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "blend_weight": a.blend_weight,
         "blend_lam": a.blend_lam,
         "blend_band": a.blend_band,
+        "blend_rings": a.blend_rings,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -711,6 +712,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="where the blend replaces the DIP image: all: everywhere; measured (mridip's "
             "default): within the largest radius the trajectory reaches, the DIP image kept "
             "in the grid's corners (the same for Cartesian data)",
+        )
+        g.add_argument(
+            "--blend-rings",
+            type=int,
+            default=None,
+            metavar="N",
+            help="a blend weight for each of N rings of spatial frequency (1 to 4), each chosen "
+            "on the held-out samples (default 1: one weight for all)",
         )
         g.add_argument(
             "--holdout-unit",

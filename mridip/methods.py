@@ -424,7 +424,7 @@ GENERATOR_OPTIONS = (
     "temporal",
 )
 #: Options of the DIP methods' blend with a CS image (:func:`_blend`).
-BLEND_OPTIONS = ("blend", "blend_weight", "blend_lam", "blend_band")
+BLEND_OPTIONS = ("blend", "blend_weight", "blend_lam", "blend_band", "blend_rings")
 #: CS methods a DIP image may be blended with.
 BLEND_METHODS = ("wavelet", "tv", "lps")
 #: How a blend partner's λ is set: ``scan`` (default), the λ the method chooses for itself;
@@ -459,6 +459,9 @@ def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float 
         raise ConfigError(
             f"blend band must be {' or '.join(BLEND_BANDS)}, not {opts['blend_band']!r}"
         )
+    rings = opts.get("blend_rings")
+    if rings is not None:
+        _check_rings(rings)
     weight = opts.get("blend_weight")
     if weight is None or weight == "auto":
         return method, None
@@ -640,15 +643,117 @@ def _cs_partner(
     return cs
 
 
+#: Most rings of spatial frequency a blend's weight may be split into (:func:`_ring_weights`).
+BLEND_RINGS_MAX = 4
+#: Rings of each preset when none are asked for (else 1, one weight for all frequencies).
+BLEND_RINGS_DEFAULTS: dict[str, int] = {}
+
+
+def _check_rings(rings: Any) -> int:
+    """The number of rings asked for, or :class:`ConfigError`."""
+    if isinstance(rings, bool) or not isinstance(rings, int | float) or rings != int(rings):
+        raise ConfigError(f"blend rings must be a whole number, got {rings!r}")
+    if not 1 <= int(rings) <= BLEND_RINGS_MAX:
+        raise ConfigError(f"blend rings must be between 1 and {BLEND_RINGS_MAX}, got {rings}")
+    return int(rings)
+
+
+def _ring_masks(kspace: DynamicKSpace, n: int) -> torch.Tensor:
+    """``(n, Ny, Nx)`` masks in :func:`torch.fft.fft2`'s order that split the grid's spatial
+    frequencies into ``n`` rings of equal width up to the largest radius the trajectory reaches
+    (Cartesian data: the grid's edge, half a cycle per voxel); the last ring also holds all
+    beyond (the grid's corners). Every frequency is in exactly one ring."""
+    ny, nx = kspace.matrix
+    fy = torch.fft.fftfreq(ny, device=kspace.device)[:, None]
+    fx = torch.fft.fftfreq(nx, device=kspace.device)[None, :]
+    radius = (fy**2 + fx**2).sqrt()
+    kmax = 0.5
+    if kspace.traj is not None:
+        kmax = float(kspace.traj.pow(2).sum(1).sqrt().max()) / (2 * math.pi)
+    ring = (radius / (kmax / n) * (1 - 1e-6)).floor().clamp(0, n - 1).long()
+    return ring[None] == torch.arange(n, device=ring.device)[:, None, None]
+
+
+def _ring_parts(x: torch.Tensor, rings: torch.Tensor) -> list[torch.Tensor]:
+    """``x`` (frames × Ny × Nx) split into the rings' parts (batched over frames); they sum
+    to ``x``."""
+    f = torch.fft.fft2(x)
+    return [torch.fft.ifft2(f * r.to(x.device)).to(x.dtype) for r in rings]
+
+
+def _box_weights(m: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``w ∈ [0, 1]ⁿ`` minimising ``vᵀ M v`` with ``v = (1, w)`` (M symmetric positive
+    semidefinite, ``n + 1`` square, n small), and that minimum: the best of the stationary
+    points of every choice of weights held at 0, at 1 or free that are feasible, which include
+    the global minimum of this convex problem."""
+    n = m.shape[0] - 1
+    best, best_q = torch.zeros(n, dtype=torch.float64), float(m[0, 0])
+    for fixed in itertools.product((None, 0.0, 1.0), repeat=n):
+        w = torch.tensor([0.0 if f is None else f for f in fixed], dtype=torch.float64)
+        free = [i for i, f in enumerate(fixed) if f is None]
+        if free:
+            a = m[1:, 1:][free][:, free]
+            b = m[1:, 0][free] + m[1:, 1:][free] @ w
+            sol = -torch.linalg.lstsq(a, b[:, None]).solution[:, 0]
+            if not torch.isfinite(sol).all() or sol.min() < -1e-9 or sol.max() > 1 + 1e-9:
+                continue
+            w[free] = sol.clamp(0, 1)
+        v = torch.cat([torch.ones(1, dtype=torch.float64), w])
+        q = float(v @ m @ v)
+        if q < best_q:
+            best, best_q = w, q
+    return best, best_q
+
+
+def _ring_weights(
+    held: Any, blind_image: torch.Tensor, blind_cs: torch.Tensor, rings: torch.Tensor
+) -> tuple[list[float], float]:
+    """One blend weight per ring of spatial frequency (:func:`_ring_masks`), each in
+    ``[0, 1]``: the blend ``G + Σₖ wₖ·Rₖ(C − G)`` (``Rₖ`` keeps ring k) of the blind images
+    whose held-out residual is least, and that residual.
+
+    The residual of ``G + Σ wₖ Dₖ`` is ``r_G + Σ wₖ·A Dₖ``, a quadratic in the weights: the
+    Gram matrix (:meth:`mridip.lam._HeldOut.gram`) of the images ``G`` and ``G + Dₖ`` gives it
+    exactly, and :func:`_box_weights` minimises it. One ring is the single weight of
+    :func:`_quadratic`."""
+    g = blind_image.to(torch.complex64)
+    c = blind_cs.to(g.device, g.dtype)
+    parts = _ring_parts(c - g, rings)
+    gram = held.gram([g, *(g + d for d in parts)])
+    n = len(parts)
+    to_diff = torch.eye(n + 1, dtype=torch.float64)
+    to_diff[1:, 0] = -1.0  # rows: r_G, r_{G+D_k} − r_G
+    w, q = _box_weights(to_diff @ gram @ to_diff.T)
+    return [float(v) for v in w], q
+
+
+def _mix(
+    image: torch.Tensor, cs_image: torch.Tensor, record: dict[str, Any], kspace: DynamicKSpace
+) -> torch.Tensor:
+    """The blend the record describes: ``(1 − w)·G + w·C``, or with ring weights
+    ``G + Σₖ wₖ·Rₖ(C − G)``."""
+    c = cs_image.to(image.device, image.dtype)
+    ws = record.get("ring_weights")
+    if ws is None:
+        w = record["weight"]
+        return (1 - w) * image + w * c
+    parts = _ring_parts(c - image, _ring_masks(kspace, len(ws)))
+    return image + sum((w * d for w, d in zip(ws, parts, strict=True)), torch.zeros_like(image))
+
+
 def _blend_with(
     cs: _CSPartner,
     weight: float | None,
     fitted: Reconstructor | None,
     held: Any = None,
+    rings: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """One CS partner: its image and the blend's record. With ``held`` (:func:`_held_judge`)
     and the partner's blind image the blend is judged on the held-out samples, its weight
-    chosen there unless one is given; without them the given weight or the even average."""
+    chosen there unless one is given; without them the given weight or the even average.
+    With ``rings`` (more than one, :func:`_ring_masks`) and a weight chosen on the held-out
+    samples, each ring gets its own (:func:`_ring_weights`; ``ring_weights`` in the record,
+    ``heldout_blend`` their residual, ``weight`` still the single weight's)."""
     record: dict[str, Any] = {"method": cs.method, "lam": cs.info.get("lam")}
     if cs.reused:
         record["reused"] = True
@@ -671,6 +776,10 @@ def _blend_with(
     record["weight_rule"] = "given" if weight is not None else "heldout"
     record["weight"], record["heldout_blend"] = _quadratic(*r, weight)
     record["heldout_residual"] = {"dip": r[0], "half": r[1], "cs": r[2]}
+    if rings is not None and len(rings) > 1 and weight is None:
+        ws, q = _ring_weights(held, g, cs.blind, rings)
+        record["heldout_one_ring"] = record["heldout_blend"]
+        record["ring_weights"], record["heldout_blend"] = ws, q
     return cs.image, record
 
 
@@ -682,6 +791,7 @@ def _refine_lam(
     fitted: Reconstructor,
     held: Any,
     seed: int,
+    rings: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The blend partner's λ moved for the blend: from the method's own choice ``λ₀`` up by
     factors of :data:`BLEND_LAM_FACTOR` while the blend (at its best weight) predicts the
@@ -721,7 +831,7 @@ def _refine_lam(
         opts["iters"] = iters
     out = METHODS[cs.method].run(kspace, maps, opts)
     moved = _CSPartner(cs.method, out.image, {**cs.info, "lam": lam}, False, blinds[best_f])
-    image, new = _blend_with(moved, None, fitted, held)
+    image, new = _blend_with(moved, None, fitted, held, rings)
     new.update(lam_rule="refine", lam_scan=lam0, lam_factor=best_f, lam_path=path)
     return image, new
 
@@ -784,6 +894,7 @@ def _blend_images(
     fitted: Reconstructor | None = None,
     partners: Mapping[str, Reconstruction] | None = None,
     lam_rule: str = "scan",
+    rings: int = 1,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``(1 − w)·DIP + w·CS``: the DIP image averaged with a CS image of the same data, the CS
     method's weight chosen from the scan (``lam="auto"``). Two priors whose errors are not
@@ -799,7 +910,9 @@ def _blend_images(
     that blend keeps less than :data:`STACK_BELOW` of the DIP image, all images are stacked
     instead. ``method="stack"``: the DIP image and all of them at once (:func:`_stack`;
     without a hold-out as ``auto``). ``lam_rule="refine"``: a single partner whose weight is
-    chosen on the held-out samples has its λ moved for the blend (:func:`_refine_lam`)."""
+    chosen on the held-out samples has its λ moved for the blend (:func:`_refine_lam`).
+    ``rings`` > 1: a single partner's weight chosen on the held-out samples is one weight per
+    ring of spatial frequency (:func:`_ring_weights`); ``stack`` is not split."""
     heldout = not (fitted is None or fitted.split is None or fitted.blind_image is None)
     if method in ("auto", "stack") and not heldout:
         method = "wavelet"
@@ -807,25 +920,26 @@ def _blend_images(
     if heldout and (weight is None or method in ("auto", "stack")):
         assert fitted is not None and fitted.split is not None
         fit_w, held = fitted.split[0], _held_judge(kspace, maps, fitted.split[1])
+    masks = _ring_masks(kspace, rings) if rings > 1 else None
     if method not in ("auto", "stack"):
         cs = _cs_partner(kspace, maps, method, seed, partners, fit_w)
-        cs_image, record = _blend_with(cs, weight, fitted, held)
+        cs_image, record = _blend_with(cs, weight, fitted, held, masks)
         if lam_rule == "refine" and weight is None and "heldout_blend" in record:
             assert fitted is not None
-            cs_image, record = _refine_lam(kspace, maps, cs, record, fitted, held, seed)
-        w = record["weight"]
-        return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
+            cs_image, record = _refine_lam(kspace, maps, cs, record, fitted, held, seed, masks)
+        return _mix(image, cs_image, record, kspace), record
     assert fitted is not None and held is not None
     found = [_cs_partner(kspace, maps, m, seed, partners, fit_w) for m in BLEND_METHODS]
     if method == "stack":
         return _stack(image, fitted, found, held)
-    tried = [_blend_with(cs, weight, fitted, held) for cs in found]
+    tried = [_blend_with(cs, weight, fitted, held, masks) for cs in found]
     best = min(range(len(tried)), key=lambda i: tried[i][1]["heldout_blend"])
     cs_image, record = tried[best]
     summary = {
         r["method"]: {
             "weight": r["weight"],
             "heldout_blend": r["heldout_blend"],
+            **({"ring_weights": r["ring_weights"]} if "ring_weights" in r else {}),
             **({"reused": True} if r.get("reused") else {}),
         }
         for _, r in tried
@@ -840,10 +954,9 @@ def _blend_images(
         stacked["single"] = dict(record, tried=summary)
         return out, stacked
     if weight is None and lam_rule == "refine":
-        cs_image, record = _refine_lam(kspace, maps, found[best], record, fitted, held, seed)
+        cs_image, record = _refine_lam(kspace, maps, found[best], record, fitted, held, seed, masks)
     record["tried"] = summary
-    w = record["weight"]
-    return (1 - w) * image + w * cs_image.to(image.device, image.dtype), record
+    return _mix(image, cs_image, record, kspace), record
 
 
 def _blend(
@@ -857,6 +970,7 @@ def _blend(
     partners: Mapping[str, Reconstruction] | None = None,
     lam_rule: str = "scan",
     band: str = "all",
+    rings: int = 1,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The blend of :func:`_blend_images`; with ``band="measured"`` only within the spatial
     frequencies the trajectory reaches, the DIP image kept beyond them
@@ -865,7 +979,7 @@ def _blend(
     found no use for is no better guess beyond them either (measured on the textured cine and
     perfusion, docs/reconstructor.md). A preset's default band: :data:`BLEND_BAND_DEFAULTS`."""
     out, record = _blend_images(
-        image, kspace, maps, method, weight, seed, fitted, partners, lam_rule
+        image, kspace, maps, method, weight, seed, fitted, partners, lam_rule, rings
     )
     if band == "measured" and 1 - record["weight"] >= STACK_BELOW:
         out, share = _keep_dip_outside(out, image, kspace)
@@ -1008,6 +1122,7 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
                 partners=opts.get("blend_partners"),
                 lam_rule=opts.get("blend_lam") or "scan",
                 band=opts.get("blend_band") or BLEND_BAND_DEFAULTS.get(preset, "all"),
+                rings=int(opts.get("blend_rings") or BLEND_RINGS_DEFAULTS.get(preset, 1)),
             )
         return MethodOutput(image, res.history, info)
 

@@ -330,13 +330,21 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
     )
     assert code == 2 and "blend stack" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+    a = build_parser().parse_args([*args[:6], "--blend-rings", "2"])
+    assert _method_options(a)["blend_rings"] == 2
+    code, _, err = run(
+        ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--blend-rings", "9"],
+        capsys,
+    )
+    assert code == 2 and "blend rings" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
     a = build_parser().parse_args([*args[:6], "--blend-lam", "refine", "--blend-band", "measured"])
     assert (_method_options(a)["blend_lam"], _method_options(a)["blend_band"]) == (
         "refine",
         "measured",
     )
     plain = _method_options(build_parser().parse_args(args[:6]))
-    assert "blend_lam" not in plain and "blend_band" not in plain  # the method's defaults
+    assert not {"blend_lam", "blend_band", "blend_rings"} & set(plain)  # the method's defaults
     refused = (
         ["--blend-weight", "half"],
         ["--blend", "bart"],
