@@ -344,6 +344,24 @@ def _blend_scan(tmp_path):
     return cine, tv, 0.5 * (zf + tv.image)
 
 
+def _stand_in_fit(monkeypatch, image):
+    """``Reconstructor.fit`` replaced by one that returns ``image`` as the fit's image and its
+    blind image at once; returns the dict that gets the fit's hold-out split (``"split"``) and
+    the list with one entry per call."""
+    from mridip import recon
+
+    seen, calls = {}, []
+
+    def fit(self, resume=False):
+        calls.append(1)
+        self.blind_image = image
+        seen["split"] = self.split
+        return recon.FitResult(image, {}, 0, False, 0.0, {})
+
+    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    return seen, calls
+
+
 def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkeypatch):
     """``blend_weight="auto"``: the weight is the minimum over ``[0, 1]`` of the held-out
     residual of ``(1 − w)·G + w·C``, with ``G`` the DIP's image fitted without the held-out
@@ -420,7 +438,6 @@ def test_blend_partner_lam_is_refined_by_the_heldout_residual(tmp_path, monkeypa
     choice while the blend predicts the held-out samples better; the λ kept is the path's
     minimum, its residual is what the blind image at that λ gives, and the returned image is
     the blend with the partner solved at that λ. ``"scan"`` keeps the method's own λ."""
-    from mridip import recon
     from mridip.methods import (
         BLEND_LAM_FACTOR,
         BLEND_LAM_STEPS,
@@ -432,14 +449,7 @@ def test_blend_partner_lam_is_refined_by_the_heldout_residual(tmp_path, monkeypa
 
     cine, tv, g = _blend_scan(tmp_path)
     ks = cine.kspace
-    seen = {}
-
-    def fit(self, resume=False):
-        self.blind_image = g
-        seen["split"] = self.split
-        return recon.FitResult(g, {}, 0, False, 0.0, {})
-
-    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    seen, _ = _stand_in_fit(monkeypatch, g)
     scan = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv").config  # the default
     assert scan["blend"]["lam"] == pytest.approx(tv.config["lam"]) and "lam_path" not in scan
     rec = mridip.reconstruct(
@@ -481,7 +491,6 @@ def test_blend_rings_weigh_each_band_of_spatial_frequency_by_the_heldout_samples
     single weight); the returned image is that blend of the images of all data. Two images
     whose errors lie in different rings are combined ring by ring, nearer the truth than any
     single weight makes them. Bad counts are refused before the fit."""
-    from mridip import recon
     from mridip.lam import _HeldOut
     from mridip.methods import (
         BLEND_RINGS_MAX,
@@ -511,16 +520,7 @@ def test_blend_rings_weigh_each_band_of_spatial_frequency_by_the_heldout_samples
     parts = _ring_parts(g, masks)
     assert torch.allclose(sum(parts), g, atol=1e-5)
 
-    seen = {}
-    calls = []
-
-    def fit(self, resume=False):
-        calls.append(1)
-        self.blind_image = g
-        seen["split"] = self.split
-        return recon.FitResult(g, {}, 0, False, 0.0, {})
-
-    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    seen, calls = _stand_in_fit(monkeypatch, g)
     one = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_band="all")
     assert "ring_weights" not in one.config["blend"]
     rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="tv", blend_band="all", blend_rings=2)
@@ -618,7 +618,6 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     chosen by the held-out residual of the blind images' combination. The Gram matrix gives that
     residual exactly; the chosen weights beat every single image and a random search over the
     simplex; a given weight is refused before the fit; no hold-out falls back as ``auto`` does."""
-    from mridip import recon
     from mridip.lam import _HeldOut
     from mridip.methods import BLEND_METHODS, STACK_BELOW, _blind_cs, _simplex_weights
 
@@ -629,16 +628,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     zf = mridip.reconstruct(ks, "zf", cine.maps).image
     tv = mridip.reconstruct(ks, "tv", cine.maps, lam="auto", **PARTNER).image
     g = 0.5 * (zf + tv)
-    seen = {}
-    calls = []
-
-    def fit(self, resume=False):
-        calls.append(1)
-        self.blind_image = g
-        seen["split"] = self.split
-        return recon.FitResult(g, {}, 0, False, 0.0, {})
-
-    monkeypatch.setattr(recon.Reconstructor, "fit", fit)
+    seen, calls = _stand_in_fit(monkeypatch, g)
     rec = mridip.reconstruct(ks, "lrdip", cine.maps, blend="stack", blend_band="all")
     record = rec.config["blend"]
     c = record["weights"]
@@ -694,6 +684,7 @@ def test_blend_stack_weights_minimise_the_heldout_residual_over_the_simplex(tmp_
     # blend auto stacks when its best single blend keeps (almost) nothing of the DIP image:
     # a generator that explains nothing; the same fit with blend stack gives the same image
     g = torch.zeros_like(g)
+    _stand_in_fit(monkeypatch, g)  # the fit now returns the zeros
     auto = mridip.reconstruct(ks, "lrdip", cine.maps, blend="auto", blend_band="measured")
     record = auto.config["blend"]
     assert record["method"] == "stack" and "stacked" in record["weight_rule"]
