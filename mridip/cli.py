@@ -238,6 +238,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "wavelet_weight": a.wavelet_weight,
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
+        "halving_resets_patience": a.halving_resets_patience,
         "ensemble": a.ensemble,
         "mask_support": a.mask_support,
         "lr_schedule": a.lr_schedule,
@@ -780,6 +781,12 @@ def build_parser() -> argparse.ArgumentParser:
             type=float,
             default=None,
             help="relative held-out improvement that keeps the fit going",
+        )
+        g.add_argument(
+            "--halving-resets-patience",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="each scheduled halving of the learning rate restarts the patience (default off)",
         )
         g.add_argument(
             "--ensemble",

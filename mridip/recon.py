@@ -149,6 +149,12 @@ class FitConfig:
         fit stops ``patience`` steps after the last evaluation that beat the best residual by
         this fraction (0: any improvement counts). The weights kept are still those of the
         lowest residual.
+    halving_resets_patience
+        ``lr_schedule="steps"``: each scheduled halving of the learning rate restarts the
+        patience, so a stall must be seen at the rate in use before the fit stops (what the
+        ``"plateau"`` schedule does after its own halvings). A residual that last improved
+        before a halving then gets ``patience`` steps at the new rate; fits whose best lies
+        after the last halving, or that stop before the first, are unchanged.
     ensemble
         Number of independent fits whose images are averaged (1: one fit). Read by the DIP
         methods (:mod:`mridip.methods`), not by one :class:`Reconstructor`: each further fit
@@ -195,6 +201,7 @@ class FitConfig:
     lowrank_weight: float = 0.0
     wavelet_weight: float = 0.0
     stop_margin: float = 0.0
+    halving_resets_patience: bool = False
     ensemble: int = 1
     amp: bool = True
     channels_last: bool = False
@@ -744,6 +751,8 @@ class Reconstructor:
                 loss.backward()
                 opt.step()
                 sched.step()
+                if c.halving_resets_patience and step in milestones:
+                    gain_step = max(gain_step, step)  # the stall is counted at the new rate
                 self._update_ema(x, frames)
                 hist["step"].append(step)
                 pending.append(loss.detach())

@@ -497,6 +497,33 @@ def test_stop_margin_stops_when_improvements_become_small(tiny):
     assert res.best_step == steps[vals.index(min(vals))]
 
 
+@pytest.mark.parametrize(
+    ("last_gain", "stop_off", "stop_on"),
+    [
+        (20, 35, 35),  # the stall ends before the first halving (40): the same stop
+        (30, 45, 55),  # a stall across the first halving: on, it counts from 40
+        (70, 85, 95),  # a stall across the second halving (80): on, it counts from 80
+        (90, 105, 105),  # best after the last halving: the same stop either way
+    ],
+)
+def test_a_scheduled_halving_restarts_the_patience(tiny, last_gain, stop_off, stop_on):
+    """``halving_resets_patience``: the fit stops ``patience`` steps after the later of its
+    last gain and the last scheduled halving; off, a stall that spans a halving stops it. The
+    held-out residual is scripted (falling to ``last_gain``, flat after), so the steps are
+    exact; the weights kept are those of the lowest residual either way."""
+    kw = dict(
+        max_steps=400, min_steps=1, eval_every=5, patience=15, final="none", lr_halve_at=(0.1, 0.2)
+    )
+    for on, stop in ((False, stop_off), (True, stop_on)):
+        cfg = FitConfig(**kw, halving_resets_patience=on)
+        rec = Reconstructor(tiny.kspace, tiny.maps, _gen(tiny), cfg, progress=False)
+        rec.validate = lambda step=None: 1.0 - 0.001 * min(step, last_gain)
+        res = rec.fit()
+        assert res.stopped_early and res.info["steps_run"] == stop, (on, res.info["steps_run"])
+        assert res.best_step == last_gain
+        assert res.info["lr_halvings"] == sum(m <= stop for m in (40, 80))
+
+
 def test_code_noise_is_seeded_and_changes_the_fit(tiny):
     a = _fit(tiny, steps=10, code_noise=0.5).fit().image
     b = _fit(tiny, steps=10, code_noise=0.5).fit().image
