@@ -694,6 +694,18 @@ def fit_step_benchmark(
         }
         if _has_slot_paths(gen):
             rows[name]["graph_paths"] = _graph_paths(gen, toeplitz_step, dev, max(repeats, 3))
+            if dev.type == "cpu":
+
+                def bf16_step(gen: Any = gen, opt: Any = opt) -> None:
+                    opt.zero_grad(set_to_none=True)
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        x = gen()
+                    normal_loss(op, x.to(torch.complex64), b).backward()
+                    opt.step()
+
+                rows[name]["amp_cpu"] = _amp_cpu_pair(
+                    toeplitz_step, bf16_step, dev, max(repeats, 3)
+                )
         del gen, opt
     return {
         "size": {"matrix": n, "coils": coils, "frames": frames, "spokes": spokes},
@@ -737,6 +749,32 @@ def _graph_paths(
     }
 
 
+def _amp_cpu_pair(
+    fp32: Callable[[], Any], bf16: Callable[[], Any], device: torch.device, rounds: int
+) -> dict[str, Any]:
+    """Median step time in float32 and under CPU bfloat16 autocast (``FitConfig.amp_cpu``),
+    interleaved, with whether this CPU has native bfloat16 (:func:`mridip.recon.cpu_has_bf16`)."""
+    import statistics
+
+    from mridip.recon import cpu_has_bf16
+
+    bf16()  # warm-up: oneDNN builds its bfloat16 kernels on first use
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for key, step in (("fp32", fp32), ("bf16", bf16)):
+            times[key].append(_time(step, device, 1, warmup=0))
+    f, h = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+    return {
+        "native_bf16": cpu_has_bf16(),
+        "fp32_s": f,
+        "bf16_s": h,
+        "speedup": f / h,
+        "rounds": rounds,
+        "fp32_all_s": times["fp32"],
+        "bf16_all_s": times["bf16"],
+    }
+
+
 def _fit_section(quick: bool, device: str) -> dict[str, Any]:
     if quick:
         r = fit_step_benchmark(matrix=32, coils=4, frames=6, spokes=7, device=device, repeats=1)
@@ -753,10 +791,19 @@ def _fit_section(quick: bool, device: str) -> dict[str, Any]:
             g = row["graph_paths"]
             la = ", ".join(f"{v[0]:.1f}" for v in g["load_average"])
             print(
-                f"fit step {name:7s} new (slot-first graph convolutions, split backward) "
+                f"fit step {name:7s} new (slot-first channels-last graph convolutions, split "
+                "backward) "
                 f"{g['new_s']:.3f} s vs old (grouped, plain autograd) {g['old_s']:.3f} s "
                 f"(medians of {g['rounds']} interleaved), {g['speedup']:.2f}× "
                 f"(1-min load average before, after: {la})"
+            )
+        if "amp_cpu" in row:
+            a = row["amp_cpu"]
+            native = "native" if a["native_bf16"] else "emulated (no AVX512-BF16/AMX)"
+            print(
+                f"fit step {name:7s} bfloat16 autocast {a['bf16_s']:.3f} s vs float32 "
+                f"{a['fp32_s']:.3f} s (medians of {a['rounds']} interleaved), "
+                f"{a['speedup']:.2f}× (bfloat16 {native}; --amp-cpu)"
             )
     return r
 

@@ -239,6 +239,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "code_noise": a.code_noise,
         "stop_margin": a.stop_margin,
         "halving_resets_patience": a.halving_resets_patience,
+        "amp_cpu": a.amp_cpu,
         "ensemble": a.ensemble,
         "mask_support": a.mask_support,
         "lr_schedule": a.lr_schedule,
@@ -787,6 +788,13 @@ def build_parser() -> argparse.ArgumentParser:
             action=argparse.BooleanOptionalAction,
             default=None,
             help="each scheduled halving of the learning rate restarts the patience (default off)",
+        )
+        g.add_argument(
+            "--amp-cpu",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="bfloat16 autocast of the generator on the CPU (default: on where the CPU has "
+            "native bfloat16, AVX512-BF16 or AMX; off elsewhere)",
         )
         g.add_argument(
             "--ensemble",

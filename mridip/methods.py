@@ -409,6 +409,7 @@ FIT_OPTIONS = (
     "admm_net_steps",
     "density_weighted",
     "amp",
+    "amp_cpu",
     "channels_last",
 )
 #: Options that go to the generator (:func:`mridip.models.build_generator`).

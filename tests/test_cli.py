@@ -280,14 +280,13 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         "holdout_spare_centre": True,
     }
     assert _method_options(build_parser().parse_args(args[:6])).get("holdout_spare_centre") is None
-    for flag, value in (
-        ("--halving-resets-patience", True),
-        ("--no-halving-resets-patience", False),
-    ):
-        a = build_parser().parse_args([*args[:6], flag])
-        cfg = FitConfig(halving_resets_patience=_method_options(a)["halving_resets_patience"])
-        assert cfg.halving_resets_patience is value
-    assert "halving_resets_patience" not in _method_options(build_parser().parse_args(args[:6]))
+    for field in ("halving_resets_patience", "amp_cpu"):
+        flag = "--" + field.replace("_", "-")
+        for given, value in ((flag, True), (flag.replace("--", "--no-"), False)):
+            a = build_parser().parse_args([*args[:6], given])
+            cfg = FitConfig(**{field: _method_options(a)[field]})
+            assert getattr(cfg, field) is value, given
+        assert field not in _method_options(build_parser().parse_args(args[:6]))
     code, _, err = run(
         ["recon", radial_cine, "-o", tmp_path / "o", "--method", "mridip", "--rank", "3"], capsys
     )

@@ -69,6 +69,45 @@ def test_bfloat16_autocast_image_is_close_to_float32(tiny, name: str) -> None:
     assert err < 0.15, err  # bfloat16 keeps 8 bits of mantissa through ~15 layers
 
 
+@pytest.mark.parametrize("amp_cpu", [False, True, None])
+def test_amp_cpu_runs_the_generator_under_bfloat16_autocast(tiny, amp_cpu, monkeypatch) -> None:
+    """``FitConfig.amp_cpu``: the generator's convolutions run in bfloat16 on the CPU when
+    asked, or by default (None) where the CPU has native bfloat16 (faked here), the image
+    stays complex64, the fit still lowers its loss and records what it used."""
+    import mridip.recon
+
+    monkeypatch.setattr(mridip.recon, "cpu_has_bf16", lambda: True)
+    gen = _generator(tiny, "mridip")
+    seen: list[tuple[bool, torch.dtype]] = []
+    conv = next(m for m in gen.modules() if type(m).__name__ == "PerFrameConv2d")
+    conv.register_forward_hook(
+        lambda m, i, o: seen.append((torch.is_autocast_enabled("cpu"), o.dtype))
+    )
+    res = Reconstructor(
+        tiny.kspace, tiny.maps, gen, _config(steps=30, amp_cpu=amp_cpu), progress=False
+    ).fit()
+    on = amp_cpu is not False
+    dtype = torch.bfloat16 if on else torch.float32
+    assert seen and all(s == (on, dtype) for s in seen)
+    assert res.info["amp"] is on
+    assert res.image.dtype == torch.complex64
+    assert res.history["loss"][-1] < 0.5 * res.history["loss"][0]
+
+
+def test_amp_cpu_by_default_only_where_the_cpu_has_native_bfloat16(tiny, monkeypatch) -> None:
+    import mridip.recon
+
+    # the real probe answers for this machine; oneDNN's flag is what it reads
+    assert mridip.recon.cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    gen = _generator(tiny, "mridip")
+    for native in (False, True):
+        monkeypatch.setattr(mridip.recon, "cpu_has_bf16", lambda native=native: native)
+        rec = Reconstructor(tiny.kspace, tiny.maps, gen, _config(), progress=False)
+        assert rec.use_amp is native
+        rec = Reconstructor(tiny.kspace, tiny.maps, gen, _config(amp_cpu=False), progress=False)
+        assert rec.use_amp is False
+
+
 # -- host synchronisation --------------------------------------------------------------------------
 
 #: ATen ops that make the host wait for the device on CUDA: scalar reads (``item``, ``bool``,

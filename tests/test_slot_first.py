@@ -153,17 +153,39 @@ def test_use_slot_first_switches_only_per_slot_convolutions() -> None:
     assert convs and all(m.node_specific for m in convs)
 
 
-def test_slot_first_with_bias_and_frame_subset_edges() -> None:
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_slot_first_with_bias_and_frame_subset_edges(channels_last: bool) -> None:
     torch.manual_seed(1)
-    n, k, c = 5, 3, 4
-    conv = NeighbourConv(c, c, k)
-    x = torch.randn(7, 6, n, c)
-    nb = cosine_knn(torch.randn(n, 3), k)[[0, 3]]  # two targets only
-    got = conv(x, knn_edge_index(nb))
-    ref = _reference_forward(conv, x, knn_edge_index(nb))
-    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    n, k, c, o = 5, 3, 4, 6
+    conv = NeighbourConv(c, o, k)
+    conv.channels_last = channels_last
+    x0 = torch.randn(7, 6, n, c)
+    g = torch.randn(7, 6, 2, o)
+    edges = knn_edge_index(cosine_knn(torch.randn(n, 3), k)[[0, 3]])  # two targets only
+
+    def run(forward):
+        conv.zero_grad()
+        x = x0.clone().requires_grad_()
+        y = forward(conv, x, edges)
+        y.backward(g)
+        return y.detach(), x.grad, conv.weight.grad.clone(), conv.bias.grad.clone()
+
+    got = run(NeighbourConv.forward)
+    ref = run(_reference_forward)
+    assert got[0].shape == (7, 6, 2, o) and got[0].is_contiguous()
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="exactly k edges"):
-        conv(x, knn_edge_index(nb)[:, :-1])
+        conv(x0, edges[:, :-1])
+
+
+def test_fast_paths_switch_the_graph_convolutions_memory_format(mridip_gen) -> None:
+    convs = [m for m in mridip_gen.modules() if isinstance(m, NeighbourConv)]
+    assert convs and all(m.channels_last for m in convs)  # the default
+    use_fast_paths(mridip_gen, False)
+    assert not any(m.channels_last or m.slot_first for m in convs)
+    use_fast_paths(mridip_gen, True)
+    assert all(m.channels_last and m.slot_first for m in convs)
 
 
 def test_fit_bench_times_both_graph_paths_side_by_side() -> None:
@@ -178,3 +200,8 @@ def test_fit_bench_times_both_graph_paths_side_by_side() -> None:
     assert g["old_s"] > 0 and g["new_s"] > 0
     assert g["speedup"] == pytest.approx(g["old_s"] / g["new_s"])
     assert len(g["load_average"]) == 2
+    a = r["presets"]["mridip"]["amp_cpu"]  # the same step under CPU bfloat16 autocast
+    assert a["rounds"] == 3 and len(a["fp32_all_s"]) == len(a["bf16_all_s"]) == 3
+    assert a["speedup"] == pytest.approx(a["fp32_s"] / a["bf16_s"])
+    assert isinstance(a["native_bf16"], bool)
+    assert "amp_cpu" not in r["presets"]["tddip"]
