@@ -107,6 +107,19 @@ def test_demo_runs_on_its_bundled_sample(tmp_path, capsys):
     assert (tmp_path / "d" / "zf" / "recon.h5").exists()
 
 
+def test_demo_dip_steps_follow_the_step_cost(monkeypatch):
+    """The demo's DIP step limit is a time budget: 3000 where the fits run bfloat16 natively
+    (a step costs about 40%), else 2000; a given --dip-steps is kept."""
+    import mridip.recon
+    from mridip.cli import build_parser, demo_dip_steps
+
+    for native, steps in ((True, 3000), (False, 2000)):
+        monkeypatch.setattr(mridip.recon, "cpu_has_bf16", lambda native=native: native)
+        assert demo_dip_steps() == steps
+    assert build_parser().parse_args(["demo"]).dip_steps is None  # chosen when the demo runs
+    assert build_parser().parse_args(["demo", "--dip-steps", "50"]).dip_steps == 50
+
+
 def test_demo_blend_reuses_the_cs_images_it_has_made(tmp_path, capsys, monkeypatch):
     """The DIP row's blend takes the demo's own `tv` image instead of solving it again, and the
     demo says which partner and weight it chose, or the stack's weights when the DIP image adds
