@@ -799,7 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--halving-resets-patience",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help="each scheduled halving of the learning rate restarts the patience (default off)",
+            help="each scheduled halving of the learning rate restarts the patience (default: "
+            "on for mridip, off for the other presets)",
         )
         g.add_argument(
             "--amp-cpu",

@@ -163,7 +163,8 @@ class FitConfig:
         patience, so a stall must be seen at the rate in use before the fit stops (what the
         ``"plateau"`` schedule does after its own halvings). A residual that last improved
         before a halving then gets ``patience`` steps at the new rate; fits whose best lies
-        after the last halving, or that stop before the first, are unchanged.
+        after the last halving, or that stop before the first, are unchanged. Off here; the
+        ``mridip`` preset turns it on (docs/reconstructor.md).
     ensemble
         Number of independent fits whose images are averaged (1: one fit). Read by the DIP
         methods (:mod:`mridip.methods`), not by one :class:`Reconstructor`: each further fit
