@@ -783,7 +783,7 @@ PRESETS: dict[str, PresetInfo] = {
         # and 1 at 2640 and 1900 steps, 47.05 and 46.34 dB).
         # Each scheduled halving restarts the patience: off while it took the 96² × 16 row past
         # issue 20's time bound (38.7× tv); with bfloat16 and the normalisations' gradients
-        # fixed that row takes 20.0× with it, and it changed 7 of 16 fits, 6 of them gains
+        # fixed that row takes 20.0× with it, and it changed 8 of 16 fits, 7 of them gains
         # (the rat at 96² +0.11 and +0.20 dB; docs/reconstructor.md)
         {
             **_SPOKES,
