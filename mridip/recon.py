@@ -50,13 +50,26 @@ LR_SCHEDULES = ("steps", "plateau")
 WARM_START_TARGETS = ("cgsense", "tv", "lps")
 
 
+#: Where Linux lists the CPU's instruction-set flags (:func:`cpu_has_bf16`).
+CPUINFO = Path("/proc/cpuinfo")
+#: x86 flags of native bfloat16 arithmetic: AVX512-BF16 and AMX-BF16.
+BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
 def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX), where
-    ``FitConfig.amp_cpu`` pays."""
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX, from the ``flags`` of
+    ``/proc/cpuinfo``) and PyTorch's oneDNN can use bfloat16, where ``FitConfig.amp_cpu``
+    pays. PyTorch's own check (``_is_mkldnn_bf16_supported``) is true on any AVX-512 CPU,
+    where oneDNN emulates bfloat16; without the flags (or without ``/proc/cpuinfo``: other
+    systems) this says no, and ``--amp-cpu`` turns it on by hand."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN, or an older PyTorch
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        text = CPUINFO.read_text(errors="replace")
+    except (AttributeError, RuntimeError, OSError):  # no oneDNN, older PyTorch, no cpuinfo
         return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split()[2:]}
+    return bool(flags & BF16_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -228,6 +241,8 @@ class FitConfig:
         """Raise :class:`ConfigError` on impossible settings."""
         if self.max_steps < 1:
             raise ConfigError(f"max steps must be ≥ 1, got {self.max_steps}")
+        if self.amp_cpu not in (None, True, False):
+            raise ConfigError(f"amp_cpu must be true, false or unset (auto), got {self.amp_cpu!r}")
         if not 0 <= self.holdout < 0.5:
             raise ConfigError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if self.holdout_unit not in HOLDOUT_UNITS:

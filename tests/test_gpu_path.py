@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mridip.errors import ConfigError
 from mridip.models import PRESETS, build_generator
 from mridip.preprocess import load
 from mridip.recon import FitConfig, Reconstructor
@@ -97,8 +98,6 @@ def test_amp_cpu_runs_the_generator_under_bfloat16_autocast(tiny, amp_cpu, monke
 def test_amp_cpu_by_default_only_where_the_cpu_has_native_bfloat16(tiny, monkeypatch) -> None:
     import mridip.recon
 
-    # the real probe answers for this machine; oneDNN's flag is what it reads
-    assert mridip.recon.cpu_has_bf16() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     gen = _generator(tiny, "mridip")
     for native in (False, True):
         monkeypatch.setattr(mridip.recon, "cpu_has_bf16", lambda native=native: native)
@@ -106,6 +105,26 @@ def test_amp_cpu_by_default_only_where_the_cpu_has_native_bfloat16(tiny, monkeyp
         assert rec.use_amp is native
         rec = Reconstructor(tiny.kspace, tiny.maps, gen, _config(amp_cpu=False), progress=False)
         assert rec.use_amp is False
+
+
+def test_cpu_has_bf16_needs_the_bfloat16_instructions(tmp_path, monkeypatch) -> None:
+    """The probe reads the CPU's flags: AVX-512 alone (where PyTorch's own check already says
+    yes and oneDNN emulates bfloat16) is not enough; AVX512-BF16 or AMX-BF16 is; no cpuinfo
+    means no."""
+    import mridip.recon
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this PyTorch build has no oneDNN bfloat16 at all")
+    info = tmp_path / "cpuinfo"
+    monkeypatch.setattr(mridip.recon, "CPUINFO", info)
+    base = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw avx512vl avx512dq"
+    for extra, native in (("", False), (" avx512_bf16", True), (" amx_bf16 amx_tile", True)):
+        info.write_text(base + extra + "\nbugs\t\t: none avx512_bf16\n")
+        assert mridip.recon.cpu_has_bf16() is native, extra
+    info.unlink()
+    assert mridip.recon.cpu_has_bf16() is False
+    with pytest.raises(ConfigError, match="amp_cpu must be true, false or unset"):
+        FitConfig(amp_cpu="yes").check()  # type: ignore[arg-type]
 
 
 # -- host synchronisation --------------------------------------------------------------------------
