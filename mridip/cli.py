@@ -249,6 +249,7 @@ def _method_options(a: argparse.Namespace) -> dict[str, Any]:
         "blend_lam": a.blend_lam,
         "blend_band": a.blend_band,
         "blend_rings": a.blend_rings,
+        "blend_outside": a.blend_outside,
     }
     options.update({k: v for k, v in dip_flags.items() if v is not None})
     return options
@@ -734,6 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="a blend weight for each of N rings of spatial frequency (1 to 4), each chosen "
             "on the held-out samples (default 1: one weight for all)",
+        )
+        g.add_argument(
+            "--blend-outside",
+            choices=["dip", "partner"],
+            default=None,
+            help="where no coil sees (the maps are zero there): dip: the blend of the DIP's "
+            "zero with the CS image; partner: the CS image alone",
         )
         g.add_argument(
             "--holdout-unit",

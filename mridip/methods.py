@@ -425,7 +425,14 @@ GENERATOR_OPTIONS = (
     "temporal",
 )
 #: Options of the DIP methods' blend with a CS image (:func:`_blend`).
-BLEND_OPTIONS = ("blend", "blend_weight", "blend_lam", "blend_band", "blend_rings")
+BLEND_OPTIONS = (
+    "blend",
+    "blend_weight",
+    "blend_lam",
+    "blend_band",
+    "blend_rings",
+    "blend_outside",
+)
 #: CS methods a DIP image may be blended with.
 BLEND_METHODS = ("wavelet", "tv", "lps")
 #: How a blend partner's λ is set: ``scan`` (default), the λ the method chooses for itself;
@@ -459,6 +466,10 @@ def _blend_settings(opts: dict[str, Any], preset: str = "") -> tuple[str, float 
     if (opts.get("blend_band") or "all") not in BLEND_BANDS:
         raise ConfigError(
             f"blend band must be {' or '.join(BLEND_BANDS)}, not {opts['blend_band']!r}"
+        )
+    if (opts.get("blend_outside") or "dip") not in BLEND_OUTSIDE:
+        raise ConfigError(
+            f"blend outside must be {' or '.join(BLEND_OUTSIDE)}, not {opts['blend_outside']!r}"
         )
     rings = opts.get("blend_rings")
     if rings is not None:
@@ -856,6 +867,16 @@ BLEND_BANDS = ("all", "measured")
 #: decoder puts less detail in the corners, it cost the rat 0.15 dB.
 BLEND_BAND_DEFAULTS: dict[str, str] = {"mridip": "measured"}
 
+#: What a blend returns where no coil sees (the coil maps are zero, and a fit with
+#: ``mask_support`` leaves the DIP image zero): ``dip``, the blend of that zero with the CS
+#: image; ``partner``, the CS image alone (a stack's CS images in their stacked proportions).
+#: No measured sample, held out or fitted, sees those voxels: the DIP's zero there is the
+#: absence of an estimate, the CS image's value its prior's extrapolation across the support's
+#: edge, which it pays for in its λ-weighted term.
+#: Off for every preset (docs/benchmarks.md: +0.010 to +0.014 SSIM with ``wavelet`` as the
+#: partner, the only one that puts anything there; −0.36 dB with ``lps``).
+BLEND_OUTSIDE = ("dip", "partner")
+
 
 def _measured_band(kspace: DynamicKSpace) -> torch.Tensor | None:
     """``(Ny, Nx)`` mask in :func:`torch.fft.fft2`'s order of the grid's spatial frequencies
@@ -896,7 +917,7 @@ def _blend_images(
     partners: Mapping[str, Reconstruction] | None = None,
     lam_rule: str = "scan",
     rings: int = 1,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor | None]:
     """``(1 − w)·DIP + w·CS``: the DIP image averaged with a CS image of the same data, the CS
     method's weight chosen from the scan (``lam="auto"``). Two priors whose errors are not
     the same: the average is closer to the truth than either where both are good
@@ -913,7 +934,10 @@ def _blend_images(
     without a hold-out as ``auto``). ``lam_rule="refine"``: a single partner whose weight is
     chosen on the held-out samples has its λ moved for the blend (:func:`_refine_lam`).
     ``rings`` > 1: a single partner's weight chosen on the held-out samples is one weight per
-    ring of spatial frequency (:func:`_ring_weights`); ``stack`` is not split."""
+    ring of spatial frequency (:func:`_ring_weights`); ``stack`` is not split.
+
+    Returns the blend, its record and the CS estimate it blended in (a stack's CS images in
+    their stacked proportions; None where the stack kept none of them)."""
     heldout = not (fitted is None or fitted.split is None or fitted.blind_image is None)
     if method in ("auto", "stack") and not heldout:
         method = "wavelet"
@@ -928,7 +952,7 @@ def _blend_images(
         if lam_rule == "refine" and weight is None and "heldout_blend" in record:
             assert fitted is not None
             cs_image, record = _refine_lam(kspace, maps, cs, record, fitted, held, seed, masks)
-        return _mix(image, cs_image, record, kspace), record
+        return _mix(image, cs_image, record, kspace), record, cs_image
     assert fitted is not None and held is not None
     found = [_cs_partner(kspace, maps, m, seed, partners, fit_w) for m in BLEND_METHODS]
     if method == "stack":
@@ -947,17 +971,17 @@ def _blend_images(
     }
     w = record["weight"]
     if weight is None and 1 - w < STACK_BELOW:
-        out, stacked = _stack(image, fitted, found, held)
+        out, stacked, cs_only = _stack(image, fitted, found, held)
         stacked["weight_rule"] = (
             f"heldout; stacked: the best single blend ({record['method']}, w {w:.2f}) kept "
             f"less than {STACK_BELOW:g} of the DIP image"
         )
         stacked["single"] = dict(record, tried=summary)
-        return out, stacked
+        return out, stacked, cs_only
     if weight is None and lam_rule == "refine":
         cs_image, record = _refine_lam(kspace, maps, found[best], record, fitted, held, seed, masks)
     record["tried"] = summary
-    return _mix(image, cs_image, record, kspace), record
+    return _mix(image, cs_image, record, kspace), record, cs_image
 
 
 def _blend(
@@ -972,14 +996,19 @@ def _blend(
     lam_rule: str = "scan",
     band: str = "all",
     rings: int = 1,
+    outside: str = "dip",
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The blend of :func:`_blend_images`; with ``band="measured"`` only within the spatial
     frequencies the trajectory reaches, the DIP image kept beyond them
     (:func:`_keep_dip_outside`; recorded as ``band`` and ``band_share``) — unless the blend
     keeps less than :data:`STACK_BELOW` of the DIP image: a DIP image the held-out samples
     found no use for is no better guess beyond them either (measured on the textured cine and
-    perfusion, docs/reconstructor.md). A preset's default band: :data:`BLEND_BAND_DEFAULTS`."""
-    out, record = _blend_images(
+    perfusion, docs/reconstructor.md). A preset's default band: :data:`BLEND_BAND_DEFAULTS`.
+
+    ``outside="partner"``: where no coil sees and the fit masked the DIP image to zero, the
+    CS estimate alone (:data:`BLEND_OUTSIDE`; recorded as ``outside`` and ``outside_share``,
+    the share of the field of view replaced)."""
+    out, record, cs_only = _blend_images(
         image, kspace, maps, method, weight, seed, fitted, partners, lam_rule, rings
     )
     if band == "measured" and 1 - record["weight"] >= STACK_BELOW:
@@ -987,6 +1016,12 @@ def _blend(
         record.update(band="measured", band_share=share)
     else:
         record["band"] = "all"
+    record["outside"] = "dip"
+    masked = fitted is None or fitted.config.mask_support
+    if outside == "partner" and cs_only is not None and masked:
+        unseen = maps.abs().pow(2).sum(0).to(out.device) == 0
+        out = torch.where(unseen, cs_only.to(out.device, out.dtype), out)
+        record.update(outside="partner", outside_share=float(unseen.float().mean()))
     return out, record
 
 
@@ -995,12 +1030,14 @@ def _stack(
     fitted: Reconstructor,
     found: list[_CSPartner],
     held: Any,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> tuple[torch.Tensor, dict[str, Any], torch.Tensor | None]:
     """``c₀·G + Σ cₘ·CSₘ`` over the partners ``found`` (every method of
     :data:`BLEND_METHODS`, each with its blind image), the weights ``c ≥ 0, Σc = 1``
     minimising the held-out residual of the same combination of the blind images (the DIP's
     and each CS image solved on the fitted samples): an exact quadratic
-    (:meth:`mridip.lam._HeldOut.gram`), minimised over the simplex (:func:`_simplex_weights`)."""
+    (:meth:`mridip.lam._HeldOut.gram`), minimised over the simplex (:func:`_simplex_weights`).
+    Also ``Σ cₘ·CSₘ / Σ cₘ``, the CS images in their stacked proportions (None if ``Σ cₘ``
+    is zero)."""
     assert fitted.blind_image is not None
     g = fitted.blind_image.to(torch.complex64)
     names, full, blind = ["dip"], [image], [g]
@@ -1014,6 +1051,13 @@ def _stack(
     gram = held.gram(blind)
     c = _simplex_weights(gram)
     out = sum((float(ci) * x for ci, x in zip(c, full, strict=True)), torch.zeros_like(image))
+    cs_share = float(c[1:].sum())
+    cs_only = (
+        sum((float(ci) * x for ci, x in zip(c[1:], full[1:], strict=True)), torch.zeros_like(image))
+        / cs_share
+        if cs_share > 1e-6
+        else None
+    )
     weights = {n: float(ci) for n, ci in zip(names, c, strict=True)}
     for m in used:
         used[m]["weight"] = weights[m]
@@ -1026,7 +1070,7 @@ def _stack(
         "heldout_residual": {n: float(gram[i, i]) for i, n in enumerate(names)},
         "tried": used,
     }
-    return out, record
+    return out, record, cs_only
 
 
 #: Seed offset between the generators of an ensemble's fits (``FitConfig.ensemble``).
@@ -1124,6 +1168,7 @@ def _run_dip(preset: str) -> Callable[[DynamicKSpace, torch.Tensor, dict[str, An
                 lam_rule=opts.get("blend_lam") or "scan",
                 band=opts.get("blend_band") or BLEND_BAND_DEFAULTS.get(preset, "all"),
                 rings=int(opts.get("blend_rings") or BLEND_RINGS_DEFAULTS.get(preset, 1)),
+                outside=opts.get("blend_outside") or "dip",
             )
         return MethodOutput(image, res.history, info)
 

@@ -349,18 +349,18 @@ def test_dip_lever_flags_reach_the_fit_config(tmp_path, capsys, radial_cine):
         )
         assert code == 2 and words in err and err.count("\n") == 1, (flags, err)
         assert not (tmp_path / "o").exists(), flags
-    a = build_parser().parse_args([*args[:6], "--blend-lam", "refine", "--blend-band", "measured"])
-    assert (_method_options(a)["blend_lam"], _method_options(a)["blend_band"]) == (
-        "refine",
-        "measured",
-    )
+    more = ["--blend-lam", "refine", "--blend-band", "measured", "--blend-outside", "dip"]
+    a = build_parser().parse_args([*args[:6], *more])
+    names = ("blend_lam", "blend_band", "blend_outside")
+    assert tuple(_method_options(a)[k] for k in names) == ("refine", "measured", "dip")
     plain = _method_options(build_parser().parse_args(args[:6]))
-    assert not {"blend_lam", "blend_band", "blend_rings"} & set(plain)  # the method's defaults
+    assert not {*names, "blend_rings"} & set(plain)  # the method's defaults
     refused = (
         ["--blend-weight", "half"],
         ["--blend", "bart"],
         ["--blend-lam", "sweep"],
         ["--blend-band", "corners"],
+        ["--blend-outside", "zero"],
     )
     for bad in refused:  # argparse's own refusal
         with pytest.raises(SystemExit) as exc:

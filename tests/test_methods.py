@@ -372,6 +372,52 @@ def _stand_in_fit(monkeypatch, image):
     return seen, calls
 
 
+def test_blend_outside_partner_takes_the_cs_image_where_no_coil_sees(tmp_path, monkeypatch):
+    """``blend_outside="partner"``: where the maps are zero (and the fit masked the DIP image to
+    zero there) the blend returns the CS estimate alone, a stack's CS images in their stacked
+    proportions; inside the maps' support nothing changes. ``dip`` (the default) keeps the
+    blend of the DIP's zero there; a fit without the support mask keeps its own values."""
+    cine, _, g = _blend_scan(tmp_path)
+    ks = cine.kspace
+    ny, nx = ks.matrix
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, ny), torch.linspace(-1, 1, nx), indexing="ij")
+    seen_by_coils = (yy**2 + xx**2).sqrt() < 0.8
+    maps = cine.maps * seen_by_coils
+    unseen = ~seen_by_coils
+    g = g * seen_by_coils  # what a masked fit returns
+    _stand_in_fit(monkeypatch, g)
+    # wavelet's spatial prior carries its image across the support's edge (tv's temporal one
+    # and lps's Casorati matrix keep it zero there)
+    cs = mridip.reconstruct(ks, "wavelet", maps, lam="auto", **PARTNER).image
+    assert float(cs[:, unseen].abs().max()) > 1e-3 * float(cs.abs().max())
+    kw = {"blend": "wavelet", "blend_weight": 0.25, "blend_band": "all"}
+    zero = mridip.reconstruct(ks, "lrdip", maps, **kw)
+    part = mridip.reconstruct(ks, "lrdip", maps, **kw, blend_outside="partner")
+    assert torch.allclose(zero.image, 0.75 * g + 0.25 * cs, atol=1e-6)
+    assert torch.allclose(part.image[:, unseen], cs[:, unseen], atol=1e-6)
+    assert torch.equal(part.image[:, seen_by_coils], zero.image[:, seen_by_coils])
+    assert zero.config["blend"]["outside"] == "dip" and "outside_share" not in zero.config["blend"]
+    record = part.config["blend"]
+    assert record["outside"] == "partner"
+    assert record["outside_share"] == pytest.approx(float(unseen.float().mean()))
+    # an unmasked fit's image is its own estimate there: kept
+    own = mridip.reconstruct(ks, "lrdip", maps, **kw, blend_outside="partner", mask_support=False)
+    assert torch.equal(own.image, zero.image) and own.config["blend"]["outside"] == "dip"
+    # a stack: Σ cₘ·CSₘ there (the DIP's share is zero), divided by the CS images' share; a
+    # streaky stand-in (the zero-filled image) so that the stack takes some of each
+    zf = mridip.reconstruct(ks, "zf", maps).image
+    _stand_in_fit(monkeypatch, zf * seen_by_coils)
+    st = {"blend": "stack", "blend_band": "all"}
+    zero = mridip.reconstruct(ks, "lrdip", maps, **st)
+    part = mridip.reconstruct(ks, "lrdip", maps, **st, blend_outside="partner")
+    share = part.config["blend"]["weight"]
+    assert 0.05 < share < 0.95 and part.config["blend"]["outside"] == "partner"
+    assert torch.allclose(part.image[:, unseen], zero.image[:, unseen] / share, atol=1e-5)
+    assert torch.equal(part.image[:, seen_by_coils], zero.image[:, seen_by_coils])
+    with pytest.raises(ConfigError, match="blend outside"):
+        mridip.reconstruct(ks, "lrdip", maps, **kw, blend_outside="zero")
+
+
 def test_blend_weight_auto_minimises_the_blind_heldout_residual(tmp_path, monkeypatch):
     """``blend_weight="auto"``: the weight is the minimum over ``[0, 1]`` of the held-out
     residual of ``(1 − w)·G + w·C``, with ``G`` the DIP's image fitted without the held-out
