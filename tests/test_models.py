@@ -365,6 +365,26 @@ def test_neighbour_conv_is_gips_per_node_per_slot_mean() -> None:
         torch.testing.assert_close(got[:, :, i].permute(2, 0, 1)[None], ref, rtol=1e-4, atol=1e-5)
 
 
+def test_graph_models_leave_no_file_in_the_temporary_folder(tmp_path) -> None:
+    # PyG renders a TorchScript template for a MessagePassing layer into a temporary file and
+    # never removes it: one file per process. NeighbourConv keeps PyG's generic propagate instead.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from mridip.models.graph import NeighbourConv, cosine_knn, knn_edge_index\n"
+        "conv = NeighbourConv(2, 3, 2, n_frames=3)\n"
+        "nb = cosine_knn(torch.randn(3, 4), 2)\n"
+        "y = conv(torch.randn(5, 5, 3, 2), knn_edge_index(nb))\n"
+        "assert y.shape == (5, 5, 3, 3)\n"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 # ---------------------------------------------------------------------------------------------
 # fidelity to the references
 

@@ -297,6 +297,12 @@ class NeighbourConv(MessagePassing):
         ks = self.kernel_size
         return self.weight.view(self.n_nodes, self.out_ch, self.k, self.in_ch, ks, ks)
 
+    def propagate(self, edge_index: Tensor, size=None, **kwargs):  # type: ignore[override]
+        """PyG's generic ``propagate``, declared here so that PyG does not render its TorchScript
+        template: that renders into a file in the temporary folder, left behind by every process
+        that builds a graph model (tested). The generic path is the same arithmetic."""
+        return MessagePassing.propagate(self, edge_index, size=size, **kwargs)
+
     def forward(self, x: Tensor, edge_index: Tensor, targets: Tensor | None = None) -> Tensor:
         """Aggregate over each target's ``k`` neighbours.
 
