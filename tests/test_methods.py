@@ -168,11 +168,12 @@ def test_the_graph_preset_fits_with_both_tv_terms_and_says_how_to_use_frame_subs
     assert weights[-1] == (0.0, 0.1)
 
 
-def test_the_graph_preset_runs_to_3000_steps_with_the_halvings_of_1500(cine, monkeypatch):
-    """docs/reconstructor.md: ``mridip`` runs up to 3000 steps and halves its rate at 750 and
-    1125, the steps where its earlier 1500-step limit halved it; a smaller ``iters`` moves the
-    halvings with it; the other presets keep theirs; ``mridip`` restarts the patience at each
-    halving (measured, on) unless told not to, the other presets only when asked."""
+def test_the_graph_preset_runs_to_4000_steps_with_the_halvings_of_1500(cine, monkeypatch):
+    """docs/reconstructor.md: ``mridip`` runs up to 4000 steps and halves its rate at 750 and
+    1125, the steps where its earlier 1500- and 3000-step limits halved it; a smaller ``iters``
+    moves the halvings with it (3/16 and 9/32 of the limit); the other presets keep theirs;
+    ``mridip`` restarts the patience at each halving (measured, on) unless told not to, the
+    other presets only when asked."""
     from mridip import recon
 
     seen = []
@@ -187,18 +188,18 @@ def test_the_graph_preset_runs_to_3000_steps_with_the_halvings_of_1500(cine, mon
     monkeypatch.setattr(recon.Reconstructor, "fit", fake_fit)
     kw = {"blend": "none"}
     rec = mridip.reconstruct(cine.kspace, "mridip", cine.maps, **kw)
-    mridip.reconstruct(cine.kspace, "mridip", cine.maps, iters=800, **kw)
+    mridip.reconstruct(cine.kspace, "mridip", cine.maps, iters=1600, **kw)
     mridip.reconstruct(cine.kspace, "tddip", cine.maps, **kw)
     mridip.reconstruct(cine.kspace, "mridip", cine.maps, halving_resets_patience=False, **kw)
     mridip.reconstruct(cine.kspace, "tddip", cine.maps, halving_resets_patience=True, **kw)
     assert seen == [
-        (3000, [750, 1125], True),
-        (800, [200, 300], True),
+        (4000, [750, 1125], True),
+        (1600, [300, 450], True),
         (1500, [750, 1125], False),
-        (3000, [750, 1125], False),
+        (4000, [750, 1125], False),
         (1500, [750, 1125], True),
     ]
-    assert rec.config["iters"] == 3000
+    assert rec.config["iters"] == 4000
 
 
 def test_blend_averages_the_dip_image_with_the_cs_image(tmp_path, monkeypatch):
