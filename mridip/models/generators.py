@@ -779,9 +779,8 @@ PRESETS: dict[str, PresetInfo] = {
         # 1 and 2 −0.01 and +0.10, the textured cine −0.11 (docs/reconstructor.md).
         # The limit went from 1500 to 3000 steps with the rate halved at 750 and 1125 as before
         # (then a quarter and three eighths of it): fits that stopped within 1500 steps are
-        # unchanged, and
-        # the perfusion fits that ran to the 1500-step limit stop by the held-out rule (seeds 0
-        # and 1 at 2640 and 1900 steps, 47.05 and 46.34 dB).
+        # unchanged, and the perfusion fits that ran to the 1500-step limit stop by the
+        # held-out rule (seeds 0 and 1 at 2640 and 1900 steps, 47.05 and 46.34 dB).
         # Each scheduled halving restarts the patience: off while it took the 96² × 16 row past
         # issue 20's time bound (38.7× tv); with bfloat16 and the normalisations' gradients
         # fixed that row takes 20.0× with it, and it changed 8 of 16 fits, 7 of them gains
