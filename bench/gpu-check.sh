@@ -9,7 +9,8 @@
 #                        the generator section: gip against the reference structure;
 #                        mridip's slot-first vs grouped graph convolutions)
 #   operator.json/.txt   Toeplitz data term vs torchkbnufft (+ cufinufft forward if installed)
-#   stop.json/.txt       time to stop at 128² x 20 frames for mridip and tddip (1500 steps max)
+#   stop.json/.txt       time to stop at 128² x 20 frames for mridip and tddip (their step
+#                        limits, 4000 and 1500; the section is cut at 210 s)
 #   summary.txt          the machine and which parts passed
 # --dry-run prints the commands; --cpu-smoke runs them at tiny sizes on the CPU (for CI).
 set -u
