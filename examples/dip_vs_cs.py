@@ -24,6 +24,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from mridip.io.atomic import atomic_path
+
 CSV = Path(__file__).resolve().parent.parent / "docs" / "results" / "dip_vs_best_cs.csv"
 #: Issue 20's bar: median PSNR gap (dB) per kind of scan; anatomy also needs SSIM above.
 BAR = {"anatomy": 1.0, "phantom": -0.5}
@@ -131,11 +133,11 @@ def plot(scans: list[Scan], path: Path) -> None:
         "mridip against the best CS image at its truth-swept weight (dots: seeds; bar: median)"
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 def main() -> None:
@@ -151,7 +153,10 @@ def main() -> None:
         ap.error(f"{a.csv} is not a results table: {exc}")
     print(markdown(scans))
     if a.plot is not None:
-        plot(scans, a.plot)
+        try:
+            plot(scans, a.plot)
+        except OSError as exc:
+            ap.error(f"cannot write {a.plot}: {exc.strerror or exc}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import subprocess
 import sys
 
 import pytest
@@ -86,4 +87,27 @@ def test_the_figure_is_written(dvc, tmp_path):
     out = tmp_path / "fig" / "gaps.png"
     dvc.plot(dvc.load(), out)
     assert out.stat().st_size > 10_000
-    assert not list(out.parent.glob("*.tmp*"))
+    assert [f.name for f in out.parent.iterdir()] == ["gaps.png"]  # no temporary file left
+
+
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
+    script = ROOT / "examples" / "dip_vs_cs.py"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("row,kind\na,anatomy\n", encoding="utf-8")
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    for args in (
+        [str(tmp_path / "missing.csv")],
+        [str(bad)],
+    ):
+        r = subprocess.run(
+            [sys.executable, str(script), "--csv", *args], capture_output=True, text=True
+        )
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("dip_vs_cs.py: error:")
+    r = subprocess.run(
+        [sys.executable, str(script), "--plot", str(blocker / "fig.png")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot write" in r.stderr
